@@ -1,0 +1,7 @@
+"""``python -m tripletface`` runs the CLI."""
+
+import sys
+
+from tripletface.cli import main
+
+sys.exit(main())

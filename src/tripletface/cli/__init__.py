@@ -1,0 +1,41 @@
+"""The ``tripletface`` command: one module per group of subcommands, each with ``register()``."""
+
+import argparse
+import importlib
+import sys
+
+from tripletface import __version__
+from tripletface.errors import TripletfaceError
+
+# Each module defines register(subparsers), which adds its subcommands and sets args.run.
+_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="tripletface",
+        description="Face recognition in the FaceNet style: triplet loss, mining, one-shot.",
+    )
+    parser.add_argument("--version", action="version", version=f"tripletface {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _MODULES:
+        importlib.import_module(f"tripletface.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns 0 done, 1 no match or failed verification, 2 bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except TripletfaceError as error:
+        print(f"tripletface: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("tripletface: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Errors that tripletface reports to users, each with the exit code the CLI returns for it."""
+
+
+class TripletfaceError(Exception):
+    """Base class: a one-line message that says what is wrong and what to do."""
+
+    exit_code = 2
+
+
+class InputError(TripletfaceError):
+    """Bad input: an unreadable file, a malformed data set, a wrong argument or tensor."""
+
+
+class GalleryError(TripletfaceError):
+    """A gallery that cannot be used as asked: corrupt, read-only, another encoder, empty."""

@@ -1,0 +1,22 @@
+"""The CLI entry point: help, version, and the exit code for a bad command."""
+
+import subprocess
+import sys
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tripletface", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_version_prints_and_exits_zero():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("tripletface ")
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run_cli("no-such-command")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
