@@ -7,7 +7,10 @@ from tripletface.errors import InputError
 from tripletface.models.base import Encoder
 
 # name -> "module:Class"; imported on first use so that `import tripletface` stays light.
-_BUILTIN: dict[str, str] = {}
+_BUILTIN: dict[str, str] = {
+    "compact": "compact:CompactNet",
+    "inception-resnet-v1": "inception_resnet_v1:InceptionResnetV1",
+}
 
 
 def list_encoders() -> list[str]:
