@@ -56,30 +56,31 @@ def block_a(scale: float = 0.17) -> Residual:
     )
 
 
-def block_b(scale: float = 0.10) -> Residual:
-    """Inception-ResNet-B on 17 x 17 x 896 (figure 11)."""
+def factorised_block(channels: int, inner: int, k: int, scale: float) -> Residual:
+    """A 1 x 1 branch beside a 1 x 1 -> 1 x k -> k x 1 branch (the shape of blocks B and C)."""
     return Residual(
-        896,
+        channels,
         [
-            ConvBN(896, 128, 1),
-            nn.Sequential(ConvBN(896, 128, 1), ConvBN(128, 128, (1, 7)), ConvBN(128, 128, (7, 1))),
+            ConvBN(channels, inner, 1),
+            nn.Sequential(
+                ConvBN(channels, inner, 1),
+                ConvBN(inner, inner, (1, k)),
+                ConvBN(inner, inner, (k, 1)),
+            ),
         ],
-        mixed=256,
+        mixed=2 * inner,
         scale=scale,
     )
+
+
+def block_b(scale: float = 0.10) -> Residual:
+    """Inception-ResNet-B on 17 x 17 x 896 (figure 11)."""
+    return factorised_block(896, 128, 7, scale)
 
 
 def block_c(scale: float = 0.20) -> Residual:
     """Inception-ResNet-C on 8 x 8 x 1792 (figure 13)."""
-    return Residual(
-        1792,
-        [
-            ConvBN(1792, 192, 1),
-            nn.Sequential(ConvBN(1792, 192, 1), ConvBN(192, 192, (1, 3)), ConvBN(192, 192, (3, 1))),
-        ],
-        mixed=384,
-        scale=scale,
-    )
+    return factorised_block(1792, 192, 3, scale)
 
 
 class Concat(nn.Module):
