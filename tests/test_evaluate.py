@@ -1,0 +1,173 @@
+"""The evaluation pipeline with encoders whose answers are known: an oracle and a constant."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tripletface.data.folders import FolderDataset, IndexPair, read_pairs
+from tripletface.errors import InputError
+from tripletface.evaluate import (
+    embed_dataset,
+    evaluate,
+    far_name,
+    first_image_split,
+    open_set_split,
+)
+from tripletface.models.base import Encoder
+
+REQUIRED = {
+    "verification_accuracy",
+    "val_at_far_1e-3",
+    "roc_auc",
+    "eer",
+    "rank1",
+    "rank5",
+    "threshold",
+    "pairs",
+    "probes",
+}
+
+
+def write_people(root, persons=6, images=3, seed=0):
+    """Person p: LFW-named PNGs of a colour of its own plus slight noise, sizes varying."""
+    rng = np.random.default_rng(seed)
+    for p in range(persons):
+        colour = np.array([(60 * p) % 256, (110 * p + 40) % 256, (30 * p + 200) % 256])
+        name = f"Person_{p}"
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(1, images + 1):
+            side = int(rng.integers(12, 24))
+            noise = rng.integers(-3, 4, size=(side, side + 2, 3))
+            pixels = np.clip(colour + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}_{k:04d}.png")
+    return root
+
+
+class MeanColour(Encoder):
+    """An oracle for write_people's images: the mean colour tells persons apart exactly."""
+
+    embedding_dim = 3
+    input_size = (8, 8)
+    normalized = False
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        assert tuple(images.shape[1:]) == (3, 8, 8)
+        return images.float().mean(dim=(2, 3)) / 255
+
+
+class Constant(MeanColour):
+    """An encoder that has learnt nothing: every image maps to one point."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(images), 3)
+
+
+def test_an_oracle_encoder_scores_perfectly(tmp_path):
+    data = FolderDataset(write_people(tmp_path, persons=6, images=3))
+    # 1000 pairs asks for more than exist (18 same, 135 different): every pair is used.
+    report = evaluate(MeanColour(), data, pairs_count=1000, seed=0, unseen_share=0.34)
+    figures = report.to_dict()
+    assert figures.keys() >= REQUIRED
+    assert (figures["pairs"], figures["same_pairs"], figures["probes"]) == (153, 18, 12)
+    assert (figures["persons"], figures["images"], figures["unseen_persons"]) == (6, 18, 2)
+    for key in ("verification_accuracy", "val_at_far_1e-3", "roc_auc", "rank1", "rank5"):
+        assert figures[key] == 1, key
+    assert figures["eer"] == 0
+    assert figures["open_set_rejection"] == 1 and figures["open_set_identification"] == 1
+    same_max = report.distances[report.same].max()
+    assert same_max < report.threshold < report.distances[~report.same].min()
+    json.dumps(figures, allow_nan=False)
+
+
+def test_a_constant_encoder_scores_chance(tmp_path):
+    data = FolderDataset(write_people(tmp_path, persons=5, images=2))
+    report = evaluate(Constant(), data, pairs_count=40, seed=1, folds=4)
+    assert report.roc_auc == 0.5 and report.eer == 0.5
+    assert report.rank1 == pytest.approx(1 / 5)
+    assert report.rank5 == 1
+    assert report.threshold < 0  # all distances tie at 0: rejecting every pair is most accurate
+
+
+def test_pairs_from_an_lfw_file_keep_their_order_and_skip_unreadable_images(tmp_path):
+    root = write_people(tmp_path / "lfw", persons=3, images=2)
+    (root / "Person_2" / "Person_2_0003.png").write_bytes(b"truncated")
+    lines = [
+        "2 2",
+        "Person_0 1 2",
+        "Person_1 1 2",
+        "Person_0 1 Person_1 1",
+        "Person_1 2 Person_2 1",
+    ]
+    lines += ["Person_2 1 2", "Person_2 1 3", "Person_0 2 Person_2 2", "Person_1 1 Person_2 1"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    pairs = read_pairs(tmp_path / "pairs.txt", root)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        data = FolderDataset(root)
+    with pytest.warns(UserWarning, match="dropped 1 of 8 pairs"):
+        report = evaluate(MeanColour(), data, pairs=pairs, folds=2)
+    assert (report.pairs, report.same_pairs) == (7, 3)
+    assert report.roc_auc == 1 and report.rank1 == 1
+    np.testing.assert_array_equal(report.same, [True, True, False, False, True, False, False])
+
+
+def test_index_pairs_are_used_as_given(tmp_path):
+    data = FolderDataset(write_people(tmp_path, persons=2, images=2))
+    pairs = [IndexPair(0, 1, True), IndexPair(2, 3, True), IndexPair(0, 2, False)] * 2
+    report = evaluate(MeanColour(), data, pairs=pairs, folds=2)
+    assert report.pairs == 6 and report.roc_auc == 1
+
+
+def test_the_transform_hook_sees_every_image_before_resizing(tmp_path):
+    data = FolderDataset(write_people(tmp_path, persons=3, images=2))
+    seen = []
+
+    def blank(image):
+        seen.append(tuple(image.shape))
+        return torch.zeros(3, 5, 5, dtype=torch.uint8)
+
+    embeddings = embed_dataset(MeanColour(), data, transform=blank, batch_size=4)
+    assert len(seen) == 6 and all(shape[0] == 3 for shape in seen)
+    assert embeddings.shape == (6, 3) and embeddings.abs().sum() == 0
+    report = evaluate(MeanColour(), data, transform=blank, pairs_count=30, folds=3)
+    assert report.roc_auc == 0.5
+
+
+def test_too_few_pairs_and_bad_shares_are_refused(tmp_path):
+    data = FolderDataset(write_people(tmp_path, persons=2, images=2))
+    with pytest.raises(InputError, match="fewer than the 10 folds"):
+        evaluate(MeanColour(), data, pairs_count=4)
+    with pytest.raises(InputError, match="unseen share"):
+        evaluate(MeanColour(), data, pairs_count=6, folds=2, unseen_share=1.0)
+
+
+def test_no_unseen_persons_reports_no_rejection_rate(tmp_path):
+    data = FolderDataset(write_people(tmp_path, persons=3, images=2))
+    figures = evaluate(MeanColour(), data, pairs_count=15, folds=3, unseen_share=0).to_dict()
+    assert figures["open_set_rejection"] is None and figures["unseen_persons"] == 0
+    assert figures["open_set_identification"] == 1
+
+
+def test_first_image_split_enrolls_each_persons_first_item():
+    gallery, probes = first_image_split([2, 0, 2, 1, 0, 2])
+    assert gallery.tolist() == [0, 1, 3] and probes.tolist() == [2, 4, 5]
+
+
+def test_open_set_split_is_seeded_and_leaves_someone_on_each_side():
+    labels = np.repeat(np.arange(10), 3)
+    gallery, probes = open_set_split(labels, 0.3, seed=4)
+    again = open_set_split(labels, 0.3, seed=4)
+    np.testing.assert_array_equal(gallery, again[0])
+    np.testing.assert_array_equal(probes, again[1])
+    assert not np.array_equal(gallery, open_set_split(labels, 0.3, seed=5)[0])
+    assert len(gallery) == 7 and len(probes) == 30 - 7
+    assert np.intersect1d(gallery, probes).size == 0
+    assert all(labels[g] != labels[g - 1] or g == 0 for g in gallery)  # first images only
+    assert len(open_set_split(labels, 0.01, seed=0)[0]) == 9
+    assert len(open_set_split(np.array([0, 0, 1]), 0.9, seed=0)[0]) == 1
+
+
+def test_far_name_matches_facenets_figure():
+    assert (far_name(1e-3), far_name(2.5e-4), far_name(0.1)) == ("1e-3", "2.5e-4", "1e-1")
