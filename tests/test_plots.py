@@ -1,0 +1,74 @@
+"""Plots are valid, non-blank PNGs written atomically; training CSVs are checked."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tripletface.errors import InputError
+from tripletface.metrics import roc_curve
+from tripletface.plots import (
+    plot_distance_histograms,
+    plot_roc,
+    plot_rocs,
+    plot_training,
+    read_training_csv,
+)
+
+
+def assert_png(path, min_bytes=10_000):
+    """A decodable PNG of real size whose pixels are not all one colour; no temporary files."""
+    assert path.stat().st_size > min_bytes
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert min(image.size) >= 300
+        pixels = np.asarray(image.convert("L"))
+    assert len(np.unique(pixels)) > 10
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def distances(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.gamma(2, 0.2, 300), rng.gamma(6, 0.2, 300)
+
+
+def test_roc_and_histograms(tmp_path):
+    same_d, diff_d = distances()
+    d = np.concatenate([same_d, diff_d])
+    same = np.arange(600) < 300
+    far, tar, _ = roc_curve(d, same)
+    assert_png(plot_roc(far, tar, tmp_path / "out" / "roc.png", label="compact"))
+    assert_png(plot_distance_histograms(same_d, diff_d, 0.7, tmp_path / "hist.png"))
+    other = roc_curve(d + np.where(same, 0.3, 0), same)[:2]
+    assert_png(plot_rocs({"semi-hard": (far, tar), "random": other}, tmp_path / "rocs.png"))
+
+
+def write_csv(path, rows, header="step,loss,active_fraction,lr"):
+    path.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    return path
+
+
+def test_training_from_a_csv_from_arrays_and_several_runs(tmp_path):
+    steps = np.arange(1, 51)
+    rows = [(s, 0.2 * np.exp(-s / 20), 0.5 * np.exp(-s / 30), 0.001) for s in steps]
+    csv_path = write_csv(tmp_path / "metrics.csv", rows)
+    columns = read_training_csv(csv_path)
+    np.testing.assert_allclose(columns["step"], steps)
+    np.testing.assert_allclose(columns["active_fraction"], [r[2] for r in rows])
+    assert_png(plot_training(csv_path, tmp_path / "training.png"))
+    arrays = {"step": steps, "loss": 0.1 / steps, "active_fraction": np.full(50, 0.1)}
+    assert_png(plot_training(arrays, tmp_path / "arrays.png"))
+    assert_png(plot_training({"random": arrays, "semi-hard": csv_path}, tmp_path / "both.png"))
+
+
+def test_training_metrics_must_have_the_columns(tmp_path):
+    with pytest.raises(InputError, match="no rows with columns active_fraction"):
+        read_training_csv(write_csv(tmp_path / "a.csv", [(1, 0.5)], header="step,loss"))
+    with pytest.raises(InputError, match="no rows with columns step, loss, active_fraction"):
+        read_training_csv(write_csv(tmp_path / "b.csv", []))
+    with pytest.raises(InputError, match="not a number"):
+        read_training_csv(write_csv(tmp_path / "c.csv", [(1, "nan?", 0.1, 0)]))
+    with pytest.raises(InputError, match="cannot read"):
+        read_training_csv(tmp_path / "missing.csv")
+    with pytest.raises(InputError, match="lack active_fraction"):
+        plot_training({"step": [1], "loss": [1]}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
