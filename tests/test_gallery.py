@@ -1,0 +1,292 @@
+"""The SQLite gallery: schema, all-or-nothing writes, encoder checks, bad files, a killed writer."""
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tripletface.errors import GalleryError, InputError
+from tripletface.gallery import SCHEMA_VERSION, Gallery, default_gallery_path
+
+DIM = 8
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def gallery(path, **kwargs) -> Gallery:
+    return Gallery(path, "toy", "fp-1", DIM, **kwargs)
+
+
+def rows(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((count, DIM)).astype(np.float32)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "people.db"
+
+
+def test_schema_tables_columns_and_wal(db):
+    gallery(db).close()
+    conn = sqlite3.connect(db)
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"persons", "faces", "meta", "schema_version"} <= tables
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
+    assert {"person_id", "embedding", "source", "sha256", "box_left", "box_bottom"} <= columns
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    assert conn.execute(
+        "SELECT encoder_name, encoder_version, embedding_dim FROM meta"
+    ).fetchall() == [("toy", "fp-1", DIM)]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert not list(db.parent.glob(".*.tmp")), "the temporary file of the creation was left behind"
+
+
+def test_add_people_remove_and_round_trip(db):
+    ada, bob = rows(2, seed=1), torch.from_numpy(rows(1, seed=2))
+    with gallery(db) as g:
+        ids = g.add_faces("ada", ada, ["a1.jpg", "a2.jpg"], ["h1", "h2"], [(1, 2, 3, 4), None])
+        g.add_faces("bob", bob, ["b.jpg"], ["h3"], [(5, 6, 7, 8)])
+        assert ids == sorted(ids) and len(set(ids)) == 2
+        assert g.people() == [("ada", 2), ("bob", 1)]
+        assert g.has_hash("h2") and not g.has_hash("h4")
+    with gallery(db) as g:
+        matrix, names = g.embeddings()
+        np.testing.assert_array_equal(matrix, np.concatenate([ada, bob.numpy()]))
+        assert names == ("ada", "ada", "bob") and matrix.dtype == np.float32
+        assert g.remove("ada") == 2
+        assert g.people() == [("bob", 1)]
+        np.testing.assert_array_equal(g.embeddings()[0], bob.numpy())
+        with pytest.raises(InputError, match=r"'ada' is not enrolled.*tripletface people"):
+            g.remove("ada")
+
+
+def test_more_faces_for_a_known_person_and_faces_of_removed_people_are_deleted(db):
+    with gallery(db) as g:
+        g.add_faces("ada", rows(1))
+        g.add_faces("ada", rows(2, seed=3))
+        assert g.people() == [("ada", 3)]
+        g.remove("ada")
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM faces").fetchone() == (0,)
+
+
+def test_embeddings_are_cached_until_any_connection_writes(db):
+    with gallery(db) as first, gallery(db) as second:
+        first.add_faces("ada", rows(1))
+        cached = first.embeddings()
+        assert first.embeddings()[0] is cached[0]
+        before = first.generation
+        second.add_faces("bob", rows(1, seed=5))
+        assert first.generation == before + 1
+        assert first.embeddings()[1] == ("ada", "bob")
+        second.threshold = 0.3
+        assert first.threshold == 0.3 and first.generation == before + 1
+
+
+def test_failed_batch_stores_nothing(db):
+    with gallery(db) as g:
+        g.add_faces("ada", rows(1))
+        generation, people = g.generation, g.people()
+        # The third box is malformed: the two faces before it must be rolled back too.
+        with pytest.raises(ValueError):
+            g.add_faces("bob", rows(3), boxes=[(0, 0, 1, 1), (0, 0, 1, 1), ("x", 0, 1, 1)])
+        assert g.people() == people and g.generation == generation
+        assert len(g.embeddings()[1]) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "embeddings", "kwargs", "message"),
+    [
+        ("", rows(1), {}, "non-empty"),
+        ("ada", rows(1)[:, :3], {}, "N x 8"),
+        ("ada", np.zeros((0, DIM)), {}, "N >= 1"),
+        ("ada", np.full((1, DIM), np.nan), {}, "NaN"),
+        ("ada", rows(2), {"sources": ["one.jpg"]}, "one of each"),
+    ],
+)
+def test_bad_additions_are_refused(db, name, embeddings, kwargs, message):
+    with gallery(db) as g, pytest.raises(InputError, match=message):
+        g.add_faces(name, embeddings, **kwargs)
+
+
+def test_threshold_is_stored(db):
+    with gallery(db) as g:
+        assert g.threshold is None
+        g.threshold = 0.42
+        with pytest.raises(InputError, match="threshold"):
+            g.threshold = -1.0
+    with gallery(db) as g:
+        assert g.threshold == pytest.approx(0.42)
+
+
+def test_another_encoder_is_refused_with_both_names(db):
+    gallery(db).close()
+    with pytest.raises(GalleryError, match=r"built with encoder toy.*not facenet.*--encoder toy"):
+        Gallery(db, "facenet", "fp-1", DIM)
+    with pytest.raises(GalleryError, match=r"other weights of encoder toy.*fp-1.*fp-2"):
+        Gallery(db, "toy", "fp-2", DIM)
+
+
+def test_missing_gallery_is_not_created_when_reading(db):
+    with pytest.raises(GalleryError, match="no gallery there"):
+        gallery(db, read_only=True)
+    with pytest.raises(GalleryError, match="no gallery there"):
+        gallery(db, create=False)
+    assert not db.exists()
+
+
+def test_new_gallery_in_missing_folders(tmp_path):
+    with gallery(tmp_path / "a" / "b" / "g.db") as g:
+        assert g.people() == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"these are not the bytes of a database" * 100, b"SQLite format 3\x00" + b"\x07" * 2000],
+)
+def test_corrupt_file_is_refused_and_left_alone(db, content):
+    db.write_bytes(content)
+    for read_only in (False, True):
+        with pytest.raises(GalleryError, match=f"{db.name} is not a tripletface gallery"):
+            gallery(db, read_only=read_only)
+    assert db.read_bytes() == content
+
+
+def test_other_database_or_schema_is_refused(db, tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    with pytest.raises(GalleryError, match=r"other\.db is not a tripletface gallery"):
+        gallery(other)
+    gallery(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(GalleryError, match="schema 99"):
+        gallery(db)
+
+
+def test_damaged_embedding_is_reported(db):
+    with gallery(db) as g:
+        g.add_faces("ada", rows(1))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE faces SET embedding = x'00'")
+    with gallery(db) as g, pytest.raises(GalleryError, match="wrong size"):
+        g.embeddings()
+
+
+@pytest.fixture
+def honest_access(monkeypatch):
+    """os.access as an unprivileged user sees it: root may write to read-only files."""
+    if os.geteuid() == 0:
+        real = os.access
+
+        def access(path, mode, *args, **kwargs):
+            if mode & os.W_OK and not os.stat(path).st_mode & 0o222:
+                return False
+            return real(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+
+
+@pytest.mark.parametrize("locked", ["file", "folder"])
+def test_read_only_gallery_reads_but_refuses_writes(tmp_path, honest_access, locked):
+    folder = tmp_path / "shelf"
+    db = folder / "people.db"
+    with gallery(db) as g:
+        g.add_faces("ada", rows(1))
+    before = digest(db)
+    (db if locked == "file" else folder).chmod(0o555)
+    try:
+        with gallery(db) as g:
+            assert g.people() == [("ada", 1)]
+            with pytest.raises(GalleryError, match=f"{db.name} cannot be changed.*read-only"):
+                g.add_faces("bob", rows(1))
+            with pytest.raises(GalleryError, match="read-only"):
+                g.threshold = 0.5
+    finally:
+        (db if locked == "file" else folder).chmod(0o755)
+    assert digest(db) == before
+
+
+def test_no_new_gallery_in_a_read_only_folder(tmp_path, honest_access):
+    folder = tmp_path / "shelf"
+    folder.mkdir(mode=0o555)
+    try:
+        with pytest.raises(GalleryError, match=r"new\.db: cannot create.*read-only"):
+            gallery(folder / "new.db")
+    finally:
+        folder.chmod(0o755)
+    assert list(folder.iterdir()) == []
+
+
+def test_opened_read_only_refuses_writes(db):
+    gallery(db).close()
+    with gallery(db, read_only=True) as g, pytest.raises(GalleryError, match="opened read-only"):
+        g.add_faces("ada", rows(1))
+
+
+def test_default_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRIPLETFACE_GALLERY", str(tmp_path / "mine.db"))
+    assert default_gallery_path() == tmp_path / "mine.db"
+    monkeypatch.delenv("TRIPLETFACE_GALLERY")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_gallery_path() == tmp_path / "data" / "tripletface" / "gallery.db"
+
+
+FACES_PER_PERSON = 40
+
+ENROLLER = textwrap.dedent(
+    f"""
+    import sys
+    import numpy as np
+    from tripletface.gallery import Gallery
+
+    gallery = Gallery(sys.argv[1], "toy", "fp-1", {DIM})
+    rng = np.random.default_rng(0)
+    for number in range(100000):
+        name = f"person{{number:05d}}"
+        faces = rng.standard_normal(({FACES_PER_PERSON}, {DIM})).astype(np.float32)
+        sources = [f"{{name}}/{{i}}.jpg" for i in range({FACES_PER_PERSON})]
+        gallery.add_faces(name, faces, sources, sources, [(0, 0, 10, 10)] * {FACES_PER_PERSON})
+        print("enrolled", name, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("after", [3, 25])
+def test_killed_writer_leaves_every_reported_person_whole(db, after):
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", ENROLLER, str(db)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    reported = []
+    try:
+        while len(reported) < after:
+            line = child.stdout.readline()
+            assert line, "the enrolling process ended early"
+            reported.append(line.split()[1])
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    with gallery(db) as g:
+        people = dict(g.people())
+        assert set(reported) <= set(people)
+        # Whatever committed after the last report is whole too: no person has a partial batch.
+        assert set(people.values()) == {FACES_PER_PERSON}
+        assert len(g.embeddings()[0]) == FACES_PER_PERSON * len(people)
+        g.add_faces("after the crash", rows(1))
