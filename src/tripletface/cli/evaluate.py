@@ -1,0 +1,172 @@
+"""``tripletface evaluate``: verification and one-shot identification figures of an encoder.
+
+Exit codes: 0 done, 2 bad arguments or data (one line on stderr saying which and what to do).
+"""
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+
+def _positive(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _share(text: str) -> float:
+    """An argparse type: a fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    """Add the ``evaluate`` subcommand."""
+    description = (
+        "Evaluate an encoder on a folder with one sub-folder of images per person: LFW-protocol "
+        "verification (10-fold accuracy, VAL at FAR 1e-3, ROC AUC, EER) on pairs from an LFW "
+        "pairs file or drawn with a seed, and one-shot identification (each person's first image "
+        "enrolled, rank-1 and rank-5 over the others; open-set rejection of unenrolled persons)."
+    )
+    p = subparsers.add_parser(
+        "evaluate", help="verification and one-shot figures of an encoder", description=description
+    )
+    p.add_argument("data", type=Path, metavar="DATA", help="folder of person folders")
+    p.add_argument(
+        "--encoder", required=True, metavar="NAME|CHECKPOINT.pt", help="encoder name or checkpoint"
+    )
+    p.add_argument("--pairs", type=Path, metavar="PAIRS.txt", help="LFW pairs file (paths in DATA)")
+    p.add_argument(
+        "--pairs-count",
+        type=_positive(2),
+        default=6000,
+        metavar="N",
+        help="pairs to draw when no pairs file is given, half same-person (6000)",
+    )
+    p.add_argument("--folds", type=_positive(2), default=10, help="verification folds (10)")
+    p.add_argument(
+        "--unseen-share",
+        type=_share,
+        default=0.2,
+        metavar="S",
+        help="share of persons left unenrolled for open-set rejection (0.2)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seeds pairs, folds, splits, weights (0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plots", type=Path, metavar="OUTDIR", help="write roc.png and distances.png")
+    p.add_argument("--strict", action="store_true", help="fail on an unreadable image")
+    p.set_defaults(run=run)
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, like the CLI's errors."""
+    print(f"tripletface: warning: {message}", file=sys.stderr)
+
+
+def _rate(value: float | None) -> str:
+    """A rate to four decimals, or n/a when there was nothing to count."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _summary(figures: dict, folds: int) -> str:
+    """The report as aligned lines for a terminal."""
+    far_key = next(key for key in figures if key.startswith("val_at_far_"))
+    lines = [
+        f"verification: {figures['pairs']} pairs ({figures['same_pairs']} same, "
+        f"{figures['different_pairs']} different), {folds} folds",
+        f"  accuracy        {figures['verification_accuracy']:.4f} "
+        f"+- {figures['verification_accuracy_std']:.4f}",
+        f"  VAL @ FAR={far_key[11:]:<6}{figures[far_key]:.4f} "
+        f"(threshold {figures['val_threshold']:.4g})",
+        f"  ROC AUC         {figures['roc_auc']:.4f}",
+        f"  EER             {figures['eer']:.4f}",
+        f"  threshold       {figures['threshold']:.4g} (squared distance, best accuracy)",
+        f"one-shot identification: {figures['persons']} persons enrolled (first image), "
+        f"{figures['probes']} probes",
+        f"  rank-1          {figures['rank1']:.4f}",
+        f"  rank-5          {figures['rank5']:.4f}",
+        f"open set: {figures['unseen_persons']} persons unenrolled, at the threshold",
+        f"  rejected        {_rate(figures['open_set_rejection'])} of unenrolled persons' probes",
+        f"  identified      {_rate(figures['open_set_identification'])} of enrolled ones' probes",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the figures; returns the exit code."""
+    import torch
+
+    from tripletface.data.folders import FolderDataset, read_pairs
+    from tripletface.evaluate import evaluate
+    from tripletface.models import load_encoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _print_warning
+        pairs = None if args.pairs is None else read_pairs(args.pairs, args.data)
+        dataset = FolderDataset(args.data, strict=args.strict)
+        torch.manual_seed(args.seed)  # an untrained encoder's random weights repeat too
+        encoder = load_encoder(args.encoder)
+        report = evaluate(
+            encoder,
+            dataset,
+            pairs=pairs,
+            pairs_count=args.pairs_count,
+            seed=args.seed,
+            unseen_share=args.unseen_share,
+            folds=args.folds,
+            progress=sys.stderr.isatty(),
+        )
+    figures = {
+        "data": str(args.data),
+        "encoder": str(args.encoder),
+        "pairs_file": None if args.pairs is None else str(args.pairs),
+        **report.to_dict(),
+    }
+    if args.plots is not None:
+        figures["plots"] = [str(path) for path in _write_plots(report, args.plots)]
+    if args.json:
+        print(json.dumps(figures, allow_nan=False))
+    else:
+        print(_summary(figures, args.folds))
+        for path in figures.get("plots", []):
+            print(f"wrote {path}")
+    return 0
+
+
+def _write_plots(report, folder: Path) -> list[Path]:
+    """roc.png and distances.png of an evaluation report in folder."""
+    from tripletface.errors import InputError
+    from tripletface.metrics import roc_curve
+    from tripletface.plots import plot_distance_histograms, plot_roc
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{folder}: cannot create the plots folder ({error})") from None
+    far, tar, _ = roc_curve(report.distances, report.same)
+    return [
+        plot_roc(far, tar, folder / "roc.png"),
+        plot_distance_histograms(
+            report.distances[report.same],
+            report.distances[~report.same],
+            report.threshold,
+            folder / "distances.png",
+        ),
+    ]

@@ -1,0 +1,116 @@
+"""``tripletface evaluate`` end to end: through a subprocess, and in-process for the error paths."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_evaluate import REQUIRED, write_people
+
+from tripletface.cli import main
+from tripletface.models import create_encoder
+from tripletface.models.checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    encoder = create_encoder("compact", input_size=16, width=4, embedding_dim=16)
+    return save_checkpoint(tmp_path_factory.mktemp("run") / "tiny.pt", encoder)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_people(tmp_path_factory.mktemp("data") / "people", persons=6, images=4)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tripletface", "evaluate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_json_and_plots_through_a_subprocess(data, checkpoint, tmp_path):
+    result = run_cli(
+        data, "--encoder", checkpoint, "--pairs-count", 60, "--folds", 5, "--json",
+        "--plots", tmp_path / "plots",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)  # exactly one JSON object, nothing else on stdout
+    assert figures.keys() >= REQUIRED
+    assert (figures["pairs"], figures["same_pairs"], figures["probes"]) == (60, 30, 18)
+    for key in ("verification_accuracy", "val_at_far_1e-3", "roc_auc", "eer", "rank1", "rank5"):
+        assert 0 <= figures[key] <= 1, key
+    for name in ("roc.png", "distances.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 10_000
+    assert figures["plots"] == [str(tmp_path / "plots" / n) for n in ("roc.png", "distances.png")]
+
+
+def test_a_missing_folder_exits_2_with_one_line(tmp_path, checkpoint):
+    result = run_cli(tmp_path / "nowhere", "--encoder", checkpoint)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert (
+        result.stderr.startswith("tripletface: error: ")
+        and "nowhere: not a folder" in result.stderr
+    )
+
+
+def test_a_seeded_run_repeats_and_prints_a_summary(data, capsys):
+    args = ["evaluate", str(data), "--encoder", "compact", "--pairs-count", "40", "--folds", "4"]
+    assert main([*args, "--json", "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert main([*args, "--json", "--seed", "3"]) == 0
+    assert capsys.readouterr().out == first
+    assert main(args) == 0
+    summary = capsys.readouterr().out
+    assert "rank-1" in summary and "VAL @ FAR=1e-3" in summary and "40 pairs" in summary
+
+
+def test_an_lfw_pairs_file_is_used_in_file_order(data, checkpoint, tmp_path, capsys):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(
+        "2\nPerson_0 1 2\nPerson_3 2 4\nPerson_1 1 Person_2 1\nPerson_4 3 Person_5 2\n"
+    )
+    argv = ["evaluate", str(data), "--encoder", str(checkpoint), "--pairs", str(pairs)]
+    assert main([*argv, "--folds", "2", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["pairs"], figures["same_pairs"], figures["pairs_file"]) == (4, 2, str(pairs))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--pairs-count", "1"], "--pairs-count: must be at least 2"),
+        (["--folds", "x"], "--folds: 'x' is not an integer"),
+        (["--unseen-share", "1"], "--unseen-share: must lie in"),
+    ],
+)
+def test_bad_options_are_usage_errors(data, extra, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(data), "--encoder", "compact", *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_data_and_encoders_exit_2_naming_the_culprit(data, checkpoint, tmp_path, capsys):
+    assert main(["evaluate", str(data), "--encoder", "no-such-net"]) == 2
+    assert "unknown encoder 'no-such-net'" in capsys.readouterr().err
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\nPerson_0 1 2\nPerson_0 1 Person_1\n")
+    assert main(["evaluate", str(data), "--encoder", str(checkpoint), "--pairs", str(pairs)]) == 2
+    assert "pairs.txt line 3" in capsys.readouterr().err
+    broken = write_people(tmp_path / "broken", persons=2, images=2)
+    bad = broken / "Person_1" / "Person_1_0002.png"
+    bad.write_bytes(b"not a png")
+    argv = ["evaluate", str(broken), "--encoder", str(checkpoint), "--folds", "2"]
+    assert main([*argv, "--strict"]) == 2
+    assert f"{bad}: unreadable image" in capsys.readouterr().err
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("tripletface: warning: ") and str(bad) in err
