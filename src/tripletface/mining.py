@@ -1,0 +1,141 @@
+"""Online triplet selection within a batch of labelled embeddings (FaceNet, Hermans et al. 2017)."""
+
+import torch
+from torch import Tensor
+
+from tripletface.distances import pairwise_distances
+from tripletface.errors import InputError
+
+#: "random": one uniform negative per anchor-positive pair; "all": every valid triplet;
+#: "semihard": per pair, the closest negative farther than the positive, else the farthest;
+#: "hard": per anchor, its farthest positive and its closest negative.
+STRATEGIES = ("random", "all", "semihard", "hard")
+
+Triplets = tuple[Tensor, Tensor, Tensor]
+
+
+def check_batch(embeddings: Tensor, labels: Tensor) -> Tensor:
+    """Validate an N x D float batch with N finite rows and N labels; returns labels as a tensor."""
+    labels = torch.as_tensor(labels, device=embeddings.device)
+    if embeddings.ndim != 2 or not embeddings.is_floating_point():
+        raise InputError(
+            f"embeddings must be an N x D float tensor, got {embeddings.dtype} "
+            f"of shape {tuple(embeddings.shape)}"
+        )
+    if labels.ndim != 1 or len(labels) != len(embeddings) or labels.is_floating_point():
+        raise InputError(
+            f"labels must be {len(embeddings)} integers, one per embedding row, "
+            f"got {labels.dtype} of shape {tuple(labels.shape)}"
+        )
+    if not torch.isfinite(embeddings).all():
+        raise InputError("embeddings contain NaN or inf: lower the learning rate or check inputs")
+    return labels
+
+
+def check_strategy(strategy: str) -> None:
+    """Raise InputError unless `strategy` is one of STRATEGIES."""
+    if strategy not in STRATEGIES:
+        raise InputError(f"strategy {strategy!r} is unknown: use one of {', '.join(STRATEGIES)}")
+
+
+def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """B x B boolean masks (positive: same label, not the anchor itself; negative: other label)."""
+    same = labels[:, None] == labels[None, :]
+    positive = same.clone()
+    positive.diagonal().fill_(False)
+    return positive, ~same
+
+
+def padded_columns(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """B x W column indices holding each row's True entries (W = most per row), and which are."""
+    width = int(mask.sum(1).max()) if mask.numel() else 0
+    # topk of a 0/1 matrix keeps every 1 of a row; sorting the W picks gives a stable column order.
+    columns = torch.topk(mask.to(torch.int8), width, dim=1).indices.sort(1).values
+    return columns, mask.gather(1, columns)
+
+
+def sorted_negatives(dist: Tensor, negative: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's distances to its negatives, ascending (others last as +inf), and their order."""
+    keyed = dist.masked_fill(~negative, float("inf"))
+    values, order = torch.sort(keyed, dim=1, stable=True)
+    return values, order
+
+
+def mine_triplets(
+    embeddings: Tensor,
+    labels: Tensor,
+    strategy: str,
+    margin: float = 0.2,
+    generator: torch.Generator | None = None,
+    distance: str = "squared",
+) -> Triplets:
+    """Index tensors (a, p, n) of the triplets `strategy` selects in an N x D batch (STRATEGIES).
+
+    `margin` is accepted for a signature shared with `batch_triplet_loss`; none of the four
+    strategies depends on it. Anchors without a positive or without a negative give no triplet.
+    """
+    labels = check_batch(embeddings, labels)
+    check_strategy(strategy)
+    with torch.no_grad():
+        dist = pairwise_distances(embeddings.detach(), kind=distance)
+        return select_triplets(dist, labels, strategy, generator)
+
+
+def select_triplets(
+    dist: Tensor, labels: Tensor, strategy: str, generator: torch.Generator | None = None
+) -> Triplets:
+    """Index tensors (a, p, n) that `strategy` selects from the N x N distances of labelled rows."""
+    if len(labels) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=dist.device)
+        return empty, empty, empty
+    positive, negative = label_masks(labels)
+    if strategy == "hard":
+        return _hardest(dist, positive, negative)
+    if strategy == "semihard":
+        return _semihard(dist, positive, negative)
+    if strategy == "random":
+        return _random(positive, negative, generator)
+    positive &= negative.any(1, keepdim=True)
+    anchor, pos = positive.nonzero(as_tuple=True)
+    neg_columns, neg_valid = padded_columns(negative)
+    keep = neg_valid[anchor]
+    width = neg_columns.shape[1]
+    return (
+        anchor[:, None].expand(-1, width)[keep],
+        pos[:, None].expand(-1, width)[keep],
+        neg_columns[anchor][keep],
+    )
+
+
+def _random(positive: Tensor, negative: Tensor, generator: torch.Generator | None) -> Triplets:
+    """Per anchor-positive pair, one of the anchor's negatives drawn uniformly."""
+    columns, valid = padded_columns(positive)
+    n_neg = negative.sum(1, keepdim=True)
+    valid &= n_neg > 0
+    draw = (torch.rand(columns.shape, generator=generator) * n_neg).long()
+    # The k-th negative of a row (k from 0) is the first column where the running count reaches k+1.
+    seen = negative.cumsum(1)
+    picked = torch.searchsorted(seen, torch.minimum(draw, n_neg - 1) + 1)
+    anchor = torch.arange(len(positive), device=positive.device)[:, None].expand_as(columns)
+    return anchor[valid], columns[valid], picked[valid]
+
+
+def _hardest(dist: Tensor, positive: Tensor, negative: Tensor) -> Triplets:
+    """Batch-hard triplets: per anchor, its farthest positive and its closest negative."""
+    far_value, far = dist.masked_fill(~positive, -float("inf")).max(1)
+    near_value, near = dist.masked_fill(~negative, float("inf")).min(1)
+    anchor = torch.nonzero(torch.isfinite(far_value) & torch.isfinite(near_value)).flatten()
+    return anchor, far[anchor], near[anchor]
+
+
+def _semihard(dist: Tensor, positive: Tensor, negative: Tensor) -> Triplets:
+    """FaceNet triplets: per pair, the closest negative with d(a,n) > d(a,p), else the farthest."""
+    values, order = sorted_negatives(dist, negative)
+    columns, valid = padded_columns(positive)
+    n_neg = negative.sum(1, keepdim=True)
+    valid &= n_neg > 0
+    beyond = torch.searchsorted(values, dist.gather(1, columns), right=True)
+    pick = torch.minimum(beyond, n_neg - 1).clamp_min(0)
+    negatives = order.gather(1, pick)
+    anchor = torch.arange(len(dist), device=dist.device)[:, None].expand_as(columns)
+    return anchor[valid], columns[valid], negatives[valid]
