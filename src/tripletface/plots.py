@@ -30,14 +30,16 @@ def plot_rocs(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], pat
     """ROC curves {label: (FAR, TAR)} on a linear and a log FAR axis; chance is a dashed line."""
     figure = Figure(figsize=(9, 4))
     linear, logarithmic = figure.subplots(1, 2)
+    smallest = 1.0
     for label, (far, tar) in curves.items():
         far, tar = np.asarray(far, dtype=float), np.asarray(tar, dtype=float)
         linear.plot(far, tar, label=label or None)
         positive = far > 0
         logarithmic.plot(far[positive], tar[positive], label=label or None)
-    chance = np.linspace(0, 1, 101)
-    linear.plot(chance, chance, "k--", linewidth=0.8)
-    logarithmic.plot(chance[1:], chance[1:], "k--", linewidth=0.8)
+        smallest = min(smallest, far[positive].min(initial=1.0))
+    linear.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    chance = np.geomspace(smallest, 1, 50)
+    logarithmic.plot(chance, chance, "k--", linewidth=0.8)
     logarithmic.set_xscale("log")
     for axes in (linear, logarithmic):
         axes.set_xlabel("false accept rate (FAR)")
