@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tripletface import metrics
 from tripletface.errors import InputError
 from tripletface.metrics import (
     accuracy,
@@ -201,14 +203,15 @@ def brute_rank_k(gallery, gallery_labels, probes, probe_labels, k):
     return float(np.mean(hits))
 
 
-@given(st.integers(0, 10_000), st.integers(2, 7), st.integers(1, 12))
-def test_identification_matches_brute_force(seed, persons, probes):
+@given(st.integers(0, 10_000), st.integers(2, 7), st.integers(1, 12), st.sampled_from([2, 1024]))
+def test_identification_matches_brute_force(seed, persons, probes, block):
     rng = np.random.default_rng(seed)
-    gallery_labels = np.concatenate([np.arange(persons), rng.integers(0, persons, 3)])
+    gallery_labels = np.concatenate([rng.permutation(persons), rng.integers(0, persons, 3)])
     gallery = rng.normal(size=(len(gallery_labels), 3))
     probe_labels = rng.integers(0, persons, probes)
     probe = rng.normal(size=(probes, 3))
-    result = one_shot_identification(gallery, gallery_labels, probe, probe_labels, ks=(1, 2, 5))
+    with mock.patch.object(metrics, "_PROBE_BLOCK", block):
+        result = one_shot_identification(gallery, gallery_labels, probe, probe_labels, ks=(1, 2, 5))
     for k in (1, 2, 5):
         assert result[f"rank{k}"] == pytest.approx(
             brute_rank_k(gallery, gallery_labels, probe, probe_labels, k)
@@ -234,6 +237,8 @@ def test_identification_rejects_unenrolled_probes_and_empty_galleries():
         one_shot_identification(np.zeros((0, 2)), [], np.zeros((1, 2)), [0])
     with pytest.raises(InputError, match="N x D and M x D"):
         one_shot_identification(np.zeros((2, 3)), [0, 1], np.zeros((1, 2)), [0])
+    with pytest.raises(InputError, match="one label per embedding"):
+        open_set_rejection(np.zeros((2, 3)), [0, 1], np.zeros((2, 3)), [0], threshold=1.0)
 
 
 def test_open_set_rejection_hand_case():
@@ -254,6 +259,11 @@ def test_open_set_rejection_hand_case():
         "known": 3,
         "unknown": 2,
     }
+    with mock.patch.object(metrics, "_PROBE_BLOCK", 2):
+        reversed_gallery = open_set_rejection(
+            gallery[::-1], [1, 0], probes, [0, 0, 0, 5, 6], threshold=20.0
+        )
+    assert reversed_gallery == result
     strict = open_set_rejection(gallery, [0, 1], probes, [0, 0, 0, 5, 6], threshold=4.0)
     assert strict["identification_rate"] == pytest.approx(1 / 3)
     only_known = open_set_rejection(gallery, [0, 1], probes[:1], [0], threshold=4.0)

@@ -162,20 +162,38 @@ def verification_accuracy_kfold(
     return float(accuracies.mean()), float(accuracies.std()), thresholds
 
 
-def _identities(gallery_emb, gallery_labels, probe_emb) -> tuple[np.ndarray, np.ndarray]:
-    """(identities L, P x L distance of each probe to the nearest gallery entry of each one)."""
+#: Probes per block of the probe x gallery distance matrix, so memory stays bounded on large sets.
+_PROBE_BLOCK = 1024
+
+
+def _identity_distances(gallery_emb, gallery_labels, probe_emb, probe_labels):
+    """(identities L, probe labels P, blocks): blocks yields (rows, distances), the squared
+    distance of each probe in the slice ``rows`` to the nearest gallery entry of each identity."""
     labels = _as_array(gallery_labels, dtype=np.int64)
+    probes = _as_array(probe_labels, dtype=np.int64)
+    gallery, probe = _as_array(gallery_emb), _as_array(probe_emb)
     if len(labels) == 0:
         raise InputError("the gallery is empty: enroll at least one person")
-    d = pairwise_distances(
-        torch.as_tensor(_as_array(probe_emb)), torch.as_tensor(_as_array(gallery_emb))
-    ).numpy()
-    if d.shape[1] != len(labels):
-        raise InputError(f"{d.shape[1]} gallery embeddings but {len(labels)} gallery labels")
-    identities, column = np.unique(labels, return_inverse=True)
-    per_identity = np.full((d.shape[0], len(identities)), np.inf)
-    np.minimum.at(per_identity, (slice(None), column), d)
-    return identities, per_identity
+    if gallery.ndim != 2 or probe.ndim != 2 or gallery.shape[1] != probe.shape[1]:
+        raise InputError(
+            f"embeddings must be N x D and M x D, got {probe.shape} and {gallery.shape}"
+        )
+    if len(gallery) != len(labels) or len(probe) != len(probes):
+        raise InputError(
+            f"{len(gallery)} gallery and {len(probe)} probe embeddings but {len(labels)} and "
+            f"{len(probes)} labels: give one label per embedding"
+        )
+    order = np.argsort(labels, kind="stable")
+    identities, starts = np.unique(labels[order], return_index=True)
+    gallery_t, probe_t = torch.as_tensor(gallery[order]), torch.as_tensor(probe)
+
+    def blocks():
+        for start in range(0, len(probes), _PROBE_BLOCK):
+            rows = slice(start, start + _PROBE_BLOCK)
+            d = pairwise_distances(probe_t[rows], gallery_t).numpy()
+            yield rows, np.minimum.reduceat(d, starts, axis=1)
+
+    return identities, probes, blocks()
 
 
 def one_shot_identification(
@@ -187,10 +205,9 @@ def one_shot_identification(
     Ties are broken at random in expectation: a probe whose identity ties with b others right after
     a closer ones counts clip(k - a, 0, b + 1) / (b + 1), so a constant encoder scores chance.
     """
-    identities, d = _identities(gallery_emb, gallery_labels, probe_emb)
-    probes = _as_array(probe_labels, dtype=np.int64)
-    if len(probes) != d.shape[0]:
-        raise InputError(f"{d.shape[0]} probe embeddings but {len(probes)} probe labels")
+    identities, probes, blocks = _identity_distances(
+        gallery_emb, gallery_labels, probe_emb, probe_labels
+    )
     if len(probes) == 0:
         raise InputError("identification needs at least one probe")
     enrolled = np.isin(probes, identities)
@@ -200,9 +217,12 @@ def one_shot_identification(
             "enroll every probe's identity"
         )
     column = np.searchsorted(identities, probes)
-    own = d[np.arange(len(probes)), column][:, None]
-    closer = (d < own).sum(1)
-    tied = (d == own).sum(1) - 1
+    closer = np.empty(len(probes), dtype=np.int64)
+    tied = np.empty(len(probes), dtype=np.int64)
+    for rows, d in blocks:
+        own = d[np.arange(len(d)), column[rows]][:, None]
+        closer[rows] = (d < own).sum(1)
+        tied[rows] = (d == own).sum(1) - 1
     return {f"rank{k}": float(np.mean(np.clip(k - closer, 0, tied + 1) / (tied + 1))) for k in ks}
 
 
@@ -216,12 +236,14 @@ def open_set_rejection(
     accepted (distance <= threshold) with the right identity nearest (ties: the smallest label);
     a rate with no probe to count is NaN. Also ``known`` and ``unknown``, the two probe counts.
     """
-    identities, d = _identities(gallery_emb, gallery_labels, probe_emb)
-    probes = _as_array(probe_labels, dtype=np.int64)
-    if len(probes) != d.shape[0]:
-        raise InputError(f"{d.shape[0]} probe embeddings but {len(probes)} probe labels")
-    nearest = np.argmin(d, axis=1)
-    accepted = d[np.arange(len(probes)), nearest] <= threshold
+    identities, probes, blocks = _identity_distances(
+        gallery_emb, gallery_labels, probe_emb, probe_labels
+    )
+    nearest = np.empty(len(probes), dtype=np.int64)
+    accepted = np.empty(len(probes), dtype=bool)
+    for rows, d in blocks:
+        nearest[rows] = np.argmin(d, axis=1)
+        accepted[rows] = d.min(axis=1) <= threshold
     known = np.isin(probes, identities)
     right = identities[nearest] == probes
     return {
