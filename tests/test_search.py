@@ -1,0 +1,209 @@
+"""Search: exact against brute force, FAISS against exact, and indexes that follow a gallery."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from tripletface import search
+from tripletface.errors import InputError
+from tripletface.gallery import Gallery
+from tripletface.search import ExactIndex, FaissIndex, GalleryIndex, build_index
+
+DIM = 16
+
+
+def brute_force(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """Q x N squared Euclidean distances in float64, one difference at a time."""
+    diffs = queries[:, None, :].astype(np.float64) - gallery[None, :, :].astype(np.float64)
+    return (diffs**2).sum(-1)
+
+
+def clustered(persons: int, per_person: int, probes: int, seed: int = 0):
+    """Unit-length faces scattered around person centres, and new faces of random persons."""
+    rng = np.random.default_rng(seed)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    centres = unit(rng.standard_normal((persons, DIM)))
+    faces = unit(
+        np.repeat(centres, per_person, 0) + 0.15 * rng.standard_normal((persons * per_person, DIM))
+    )
+    chosen = centres[rng.integers(0, persons, probes)]
+    return faces, unit(chosen + 0.15 * rng.standard_normal((probes, DIM)))
+
+
+values = st.floats(-4, 4, width=32).map(lambda v: round(v, 1))
+
+
+@given(
+    data=st.data(),
+    rows=st.integers(1, 40),
+    dim=st.integers(1, 6),
+    probes=st.integers(1, 5),
+    k=st.integers(1, 12),
+)
+def test_exact_search_is_brute_force(data, rows, dim, probes, k):
+    # Values on a 0.1 grid make ties frequent: then any of the tied rows is right.
+    gallery = data.draw(arrays(np.float32, (rows, dim), elements=values))
+    queries = data.draw(arrays(np.float32, (probes, dim), elements=values))
+    distances, found = ExactIndex(gallery).search(queries, k)
+    reference = brute_force(queries, gallery)
+    kept = min(k, rows)
+    assert distances.shape == found.shape == (probes, kept)
+    np.testing.assert_allclose(distances, np.sort(reference, axis=1)[:, :kept], atol=1e-4)
+    np.testing.assert_allclose(
+        np.take_along_axis(reference, found, axis=1), distances, rtol=1e-6, atol=1e-4
+    )
+    assert all(len(set(row)) == kept for row in found.tolist())
+
+
+def test_exact_search_over_many_rows_and_chunks(monkeypatch):
+    monkeypatch.setattr(search, "_CHUNK_BYTES", 4 * 3000 * 7)  # 7 probes per chunk
+    gallery, queries = clustered(300, 10, 50)
+    distances, found = ExactIndex(torch.from_numpy(gallery)).search(queries, 5)
+    reference = brute_force(queries, gallery)
+    np.testing.assert_array_equal(found, np.argsort(reference, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(distances, np.sort(reference, axis=1)[:, :5], rtol=1e-6)
+
+
+def test_faiss_agrees_with_exact_on_clustered_faces():
+    gallery, queries = clustered(1000, 10, 400)
+    _, exact = ExactIndex(gallery).search(queries, 1)
+    index = FaissIndex(gallery)
+    distances, found = index.search(queries, 3)
+    assert (found[:, 0] == exact[:, 0]).mean() >= 0.99
+    diffs = gallery[found].astype(np.float64) - queries[:, None, :]
+    np.testing.assert_allclose((diffs**2).sum(-1), distances, rtol=1e-4, atol=1e-5)
+    assert (np.diff(distances, axis=1) >= 0).all()
+
+
+def test_faiss_add_and_remove_by_id_match_a_fresh_exact_index():
+    gallery, queries = clustered(300, 4, 100)
+    ids = np.arange(0, 2 * len(gallery), 2)
+    index = FaissIndex(gallery[:800], ids[:800])
+    index.add(gallery[800:], ids[800:])
+    index.remove(ids[::3])
+    kept = np.setdiff1d(np.arange(len(gallery)), np.arange(0, len(gallery), 3))
+    np.testing.assert_array_equal(index.ids, ids[kept])
+    # A probe equal to a stored face lies in that face's cell, so FAISS finds it exactly.
+    _, found = index.search(gallery[kept], 1)
+    np.testing.assert_array_equal(found[:, 0], np.arange(len(kept)))
+    _, exact = ExactIndex(gallery[kept]).search(queries, 1)
+    assert (index.search(queries, 1)[1] == exact).mean() >= 0.99
+    with pytest.raises(InputError, match="larger"):
+        index.add(gallery[:1], [5])
+
+
+def test_faiss_finds_k_even_when_probed_cells_are_short():
+    gallery, queries = clustered(100, 20, 10)
+    index = FaissIndex(gallery)
+    _, found = index.search(queries, len(gallery))
+    assert (found >= 0).all() and (np.sort(found, axis=1) == np.arange(len(gallery))).all()
+
+
+def test_build_index_kinds(monkeypatch):
+    gallery, _ = clustered(20, 5, 1)
+    assert isinstance(build_index(gallery), ExactIndex)
+    assert isinstance(build_index(gallery, "faiss"), FaissIndex)
+    monkeypatch.setattr(search, "AUTO_FAISS_ROWS", 50)
+    assert isinstance(build_index(gallery), FaissIndex)
+    with pytest.raises(InputError, match="unknown"):
+        build_index(gallery, "annoy")
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    assert isinstance(build_index(gallery), ExactIndex)
+    with pytest.raises(InputError, match=r"pip install 'tripletface\[faiss\]'"):
+        build_index(gallery, "faiss")
+
+
+@pytest.mark.parametrize(
+    ("queries", "k", "message"),
+    [
+        (np.zeros((1, 3)), 1, "N x 16"),
+        (np.full((1, DIM), np.nan), 1, "NaN"),
+        (np.zeros((1, DIM)), 0, "k"),
+    ],
+)
+def test_bad_queries(queries, k, message):
+    with pytest.raises(InputError, match=message):
+        ExactIndex(np.zeros((2, DIM))).search(queries, k)
+
+
+def test_empty_gallery_gives_no_neighbours():
+    distances, found = ExactIndex(np.zeros((0, DIM))).search(np.zeros((2, DIM)), 1)
+    assert distances.shape == found.shape == (2, 0)
+
+
+def _check_against_exact(index: GalleryIndex, gallery: Gallery, queries: np.ndarray) -> None:
+    _, found = index.search(queries, 1)
+    matrix, names = gallery.embeddings()
+    _, exact = ExactIndex(matrix).search(queries, 1)
+    assert index.names == names
+    assert (found == exact).mean() >= 0.99
+    _, itself = index.search(matrix, 1)
+    np.testing.assert_array_equal(itself[:, 0], np.arange(len(matrix)))
+
+
+def test_gallery_index_follows_adds_and_removes_and_persists(tmp_path, monkeypatch):
+    faces, queries = clustered(150, 8, 100)
+    path = tmp_path / "people.db"
+    with Gallery(path, "toy", "fp", DIM) as gallery:
+        for person in range(100):
+            gallery.add_faces(f"p{person}", faces[8 * person : 8 * person + 8])
+        index = GalleryIndex(gallery, kind="faiss", persist=True)
+        _check_against_exact(index, gallery, queries)
+        built = index.index
+        for person in range(100, 150):
+            gallery.add_faces(f"p{person}", faces[8 * person : 8 * person + 8])
+        gallery.remove("p3")
+        _check_against_exact(index, gallery, queries)
+        assert index.index is built, "small changes should update the index, not rebuild it"
+        saved = index.index.ids.copy()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the saved index should have been loaded, not rebuilt")
+
+    monkeypatch.setattr(FaissIndex, "__init__", no_build)
+    with Gallery(path, "toy", "fp", DIM) as gallery:
+        index = GalleryIndex(gallery, kind="faiss", persist=True)
+        index.refresh()
+        np.testing.assert_array_equal(index.index.ids, saved)
+        # Another process changes the gallery: the saved index is stale and brought up to date.
+        with Gallery(path, "toy", "fp", DIM) as other:
+            other.remove("p7")
+            other.add_faces("newcomer", faces[:2] + 0.01)
+        reopened = GalleryIndex(gallery, kind="faiss", persist=True)
+        _check_against_exact(reopened, gallery, queries)
+        assert "p7" not in reopened.names and reopened.names[-1] == "newcomer"
+        assert FaissIndex.load(tmp_path / "people.db.faiss")[1]["generation"] == gallery.generation
+
+
+def test_saved_index_of_another_gallery_is_not_used(tmp_path):
+    faces, queries = clustered(30, 4, 20)
+    first, second = tmp_path / "a.db", tmp_path / "b.db"
+    for path, rows in ((first, faces[:60]), (second, faces[60:])):
+        with Gallery(path, "toy", "fp", DIM) as gallery:
+            gallery.add_faces("x", rows)
+            GalleryIndex(gallery, kind="faiss", persist=True).refresh()
+    (tmp_path / "b.db.faiss").write_bytes((tmp_path / "a.db.faiss").read_bytes())
+    with Gallery(second, "toy", "fp", DIM) as gallery:
+        _check_against_exact(GalleryIndex(gallery, kind="faiss", persist=True), gallery, queries)
+    (tmp_path / "b.db.faiss").write_bytes(b"garbage")
+    with Gallery(second, "toy", "fp", DIM) as gallery:
+        _check_against_exact(GalleryIndex(gallery, kind="faiss", persist=True), gallery, queries)
+
+
+def test_gallery_index_exact_tracks_changes(tmp_path):
+    faces, queries = clustered(10, 3, 5)
+    with Gallery(tmp_path / "g.db", "toy", "fp", DIM) as gallery:
+        index = GalleryIndex(gallery)
+        gallery.add_faces("ada", faces[:3])
+        assert index.search(queries, 1)[1].max() < 3
+        gallery.add_faces("bob", faces[3:])
+        _check_against_exact(index, gallery, queries)
+        assert isinstance(index.index, ExactIndex)
