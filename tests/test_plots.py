@@ -65,6 +65,8 @@ def test_training_metrics_must_have_the_columns(tmp_path):
         read_training_csv(write_csv(tmp_path / "a.csv", [(1, 0.5)], header="step,loss"))
     with pytest.raises(InputError, match="no rows with columns step, loss, active_fraction"):
         read_training_csv(write_csv(tmp_path / "b.csv", []))
+    gaps = read_training_csv(write_csv(tmp_path / "gaps.csv", [(1, "", 0.5, 0), (2, 0.3, 0.4, 0)]))
+    assert np.isnan(gaps["loss"][0]) and gaps["loss"][1] == 0.3
     with pytest.raises(InputError, match="not a number"):
         read_training_csv(write_csv(tmp_path / "c.csv", [(1, "nan?", 0.1, 0)]))
     with pytest.raises(InputError, match="cannot read"):

@@ -78,7 +78,8 @@ def plot_distance_histograms(
 
 
 def read_training_csv(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns step, loss and active_fraction of a training metrics CSV as float arrays."""
+    """Columns step, loss and active_fraction of a training metrics CSV as float arrays (NaN where
+    a cell is empty)."""
     path = Path(path)
     try:
         with path.open(newline="") as stream:
@@ -92,7 +93,11 @@ def read_training_csv(path: str | Path) -> dict[str, np.ndarray]:
             "training run"
         )
     try:
-        return {c: np.array([float(row[c]) for row in rows]) for c in TRAINING_COLUMNS}
+        # An empty cell (a step that logged nothing for a column) becomes a gap in the line.
+        return {
+            c: np.array([float(row[c]) if row[c] else np.nan for row in rows])
+            for c in TRAINING_COLUMNS
+        }
     except (TypeError, ValueError):
         raise InputError(f"{path}: a {'/'.join(TRAINING_COLUMNS)} value is not a number") from None
 
