@@ -118,6 +118,8 @@ def test_index_pairs_are_used_as_given(tmp_path):
     pairs = [IndexPair(0, 1, True), IndexPair(2, 3, True), IndexPair(0, 2, False)] * 2
     report = evaluate(MeanColour(), data, pairs=pairs, folds=2)
     assert report.pairs == 6 and report.roc_auc == 1
+    plain = evaluate(MeanColour(), data, pairs=[tuple(p) for p in pairs], folds=2)
+    np.testing.assert_array_equal(plain.distances, report.distances)
 
 
 def test_the_transform_hook_sees_every_image_before_resizing(tmp_path):

@@ -102,8 +102,8 @@ def embed_dataset(
 
 def pair_indices(pairs: Sequence[Pair | IndexPair], dataset) -> list[IndexPair]:
     """Pairs as data set indices; file pairs whose images the data set skipped are dropped."""
-    if all(isinstance(pair, IndexPair) for pair in pairs):
-        return list(pairs)
+    if all(isinstance(pair[0], (int, np.integer)) for pair in pairs):
+        return [IndexPair(int(i), int(j), bool(same)) for i, j, same in pairs]
     index = {Path(path).resolve(): i for i, path in enumerate(dataset.paths)}
     kept = []
     for path1, path2, same in pairs:

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning
         pairs = None if args.pairs is None else read_pairs(args.pairs, args.data)
-        dataset = FolderDataset(args.data, strict=args.strict)
+        dataset = FolderDataset(args.data, strict=args.strict, progress=sys.stderr.isatty())
         torch.manual_seed(args.seed)  # an untrained encoder's random weights repeat too
         encoder = load_encoder(args.encoder)
         report = evaluate(

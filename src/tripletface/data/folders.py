@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from tripletface.data.images import IMAGE_EXTENSIONS, load_image
 from tripletface.errors import InputError
@@ -96,12 +97,17 @@ class FolderDataset(Dataset):
 
     ``classes[label]`` is the person's folder name, ``labels[i]`` and ``paths[i]`` belong to item
     i, in sorted person then file order. ``size`` = (height, width) resizes every image; without
-    it images keep their own size. ``skipped`` lists the (path, reason) of unreadable files.
+    it images keep their own size. ``skipped`` lists the (path, reason) of unreadable files;
+    ``progress`` shows a bar while the images are checked.
     Persons with a single image are kept: they serve as distractors.
     """
 
     def __init__(
-        self, root: str | Path, size: tuple[int, int] | None = None, strict: bool = False
+        self,
+        root: str | Path,
+        size: tuple[int, int] | None = None,
+        strict: bool = False,
+        progress: bool = False,
     ) -> None:
         self.root = Path(root)
         self.size = None if size is None else (int(size[0]), int(size[1]))
@@ -109,7 +115,12 @@ class FolderDataset(Dataset):
         self.labels: list[int] = []
         self.paths: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
-        for name, files in _person_images(self.root).items():
+        persons = _person_images(self.root)
+        bar = tqdm(
+            total=sum(map(len, persons.values())), desc="checking images", disable=not progress
+        )
+        for name, files in persons.items():
+            bar.update(len(files))
             readable = []
             for path in files:
                 reason = _decode_error(path)
@@ -125,6 +136,7 @@ class FolderDataset(Dataset):
                 self.labels.extend([len(self.classes)] * len(readable))
                 self.paths.extend(readable)
                 self.classes.append(name)
+        bar.close()
         if self.skipped:
             _warn_skipped(self.root, self.skipped)
         if not self.paths:
