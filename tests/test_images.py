@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from tripletface.data.images import IMAGE_EXTENSIONS, load_image, save_image_atomic
+from tripletface.data.images import IMAGE_EXTENSIONS, load_image, require_rgb, save_image_atomic
 from tripletface.errors import InputError
 
 
@@ -208,3 +208,13 @@ def test_save_image_atomic_round_trips_and_leaves_no_temporary(tmp_path, photo):
 def test_image_extensions_are_lower_case_suffixes():
     assert {".jpg", ".jpeg", ".png", ".pgm", ".gif", ".webp"} <= IMAGE_EXTENSIONS
     assert all(s.startswith(".") and s == s.lower() for s in IMAGE_EXTENSIONS)
+
+
+def test_require_rgb_accepts_only_uint8_rgb(photo):
+    view = photo[:, ::-1]
+    checked = require_rgb(view, "the test")
+    assert checked.flags.c_contiguous
+    np.testing.assert_array_equal(checked, view)
+    for bad in (photo[:, :, 0], photo.astype(np.float32), [[1, 2, 3]]):
+        with pytest.raises(InputError, match="the test needs"):
+            require_rgb(bad, "the test")

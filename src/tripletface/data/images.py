@@ -46,6 +46,26 @@ def load_image(source: str | Path | Image.Image | np.ndarray) -> np.ndarray:
     )
 
 
+def require_rgb(image: np.ndarray, user: str) -> np.ndarray:
+    """``image`` as a C-contiguous H x W x 3 uint8 array; InputError naming ``user`` otherwise."""
+    if not (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] == 3
+    ):
+        described = (
+            f"{image.dtype} array of shape {image.shape}"
+            if isinstance(image, np.ndarray)
+            else type(image).__name__
+        )
+        raise InputError(
+            f"{user} needs an H x W x 3 uint8 RGB array, got a {described}: "
+            "convert it with tripletface.data.images.load_image"
+        )
+    return np.ascontiguousarray(image)
+
+
 def save_image_atomic(path: str | Path, image: np.ndarray | Image.Image) -> Path:
     """Write ``image`` to ``path`` in the format its suffix names, atomically; returns the path."""
     path = Path(path)
