@@ -81,6 +81,22 @@ def _person_images(root: Path) -> dict[str, list[Path]]:
     return persons
 
 
+def _split_readable(files: list[Path], strict: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(decodable files, (path, reason) of the others); with strict the first bad one raises."""
+    readable, skipped = [], []
+    for path in files:
+        reason = _decode_error(path)
+        if reason is None:
+            readable.append(path)
+        elif strict:
+            raise InputError(
+                f"{path}: unreadable image ({reason}); remove it or run without --strict"
+            )
+        else:
+            skipped.append((path, reason))
+    return readable, skipped
+
+
 def _warn_skipped(root: Path, skipped: list[tuple[Path, str]]) -> None:
     """One warning naming the unreadable files (the first few) and counting them."""
     named = "; ".join(f"{path} ({reason})" for path, reason in skipped[:_NAMED_IN_WARNING])
@@ -116,27 +132,16 @@ class FolderDataset(Dataset):
         self.paths: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
         persons = _person_images(self.root)
-        bar = tqdm(
-            total=sum(map(len, persons.values())), desc="checking images", disable=not progress
-        )
-        for name, files in persons.items():
-            bar.update(len(files))
-            readable = []
-            for path in files:
-                reason = _decode_error(path)
-                if reason is None:
-                    readable.append(path)
-                elif strict:
-                    raise InputError(
-                        f"{path}: unreadable image ({reason}); remove it or run without --strict"
-                    )
-                else:
-                    self.skipped.append((path, reason))
-            if readable:
-                self.labels.extend([len(self.classes)] * len(readable))
-                self.paths.extend(readable)
-                self.classes.append(name)
-        bar.close()
+        total = sum(map(len, persons.values()))
+        with tqdm(total=total, desc="checking images", disable=not progress) as bar:
+            for name, files in persons.items():
+                readable, skipped = _split_readable(files, strict)
+                bar.update(len(files))
+                self.skipped.extend(skipped)
+                if readable:
+                    self.labels.extend([len(self.classes)] * len(readable))
+                    self.paths.extend(readable)
+                    self.classes.append(name)
         if self.skipped:
             _warn_skipped(self.root, self.skipped)
         if not self.paths:
