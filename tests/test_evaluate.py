@@ -1,6 +1,7 @@
 """The evaluation pipeline with encoders whose answers are known: an oracle and a constant."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 from tripletface.data.folders import FolderDataset, IndexPair, read_pairs
 from tripletface.errors import InputError
 from tripletface.evaluate import (
+    balanced_pairs,
     embed_dataset,
     evaluate,
     far_name,
@@ -67,11 +69,12 @@ class Constant(MeanColour):
 
 def test_an_oracle_encoder_scores_perfectly(tmp_path):
     data = FolderDataset(write_people(tmp_path, persons=6, images=3))
-    # 1000 pairs asks for more than exist (18 same, 135 different): every pair is used.
+    # 1000 pairs asks for more than exist (18 same, 135 different): all 18 same pairs are used,
+    # and as many different ones.
     report = evaluate(MeanColour(), data, pairs_count=1000, seed=0, unseen_share=0.34)
     figures = report.to_dict()
     assert figures.keys() >= REQUIRED
-    assert (figures["pairs"], figures["same_pairs"], figures["probes"]) == (153, 18, 12)
+    assert (figures["pairs"], figures["same_pairs"], figures["probes"]) == (36, 18, 12)
     assert (figures["persons"], figures["images"], figures["unseen_persons"]) == (6, 18, 2)
     for key in ("verification_accuracy", "val_at_far_1e-3", "roc_auc", "rank1", "rank5"):
         assert figures[key] == 1, key
@@ -150,6 +153,13 @@ def test_no_unseen_persons_reports_no_rejection_rate(tmp_path):
     figures = evaluate(MeanColour(), data, pairs_count=15, folds=3, unseen_share=0).to_dict()
     assert figures["open_set_rejection"] is None and figures["unseen_persons"] == 0
     assert figures["open_set_identification"] == 1
+
+
+def test_sampled_pairs_are_balanced_when_one_kind_runs_out():
+    data = SimpleNamespace(labels=[0, 0, 1, 1, 2, 2, 3])  # 3 same pairs exist, 18 different
+    pairs = balanced_pairs(data, 100, seed=0)
+    assert [p.same for p in pairs] == [True] * 3 + [False] * 3
+    assert len(balanced_pairs(data, 4, seed=0)) == 4
 
 
 def test_first_image_split_enrolls_each_persons_first_item():

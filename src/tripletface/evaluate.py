@@ -119,6 +119,16 @@ def pair_indices(pairs: Sequence[Pair | IndexPair], dataset) -> list[IndexPair]:
     return kept
 
 
+def balanced_pairs(dataset, count: int, seed: int) -> list[IndexPair]:
+    """Up to ``count`` seeded pairs, as many same-person as different-person ones (like LFW's),
+    so that chance accuracy stays 1/2 when a small data set runs out of one kind."""
+    pairs = sample_pairs(dataset, count // 2, count // 2, seed)
+    same = [p for p in pairs if p.same]
+    different = [p for p in pairs if not p.same]
+    kept = min(len(same), len(different))
+    return same[:kept] + different[:kept]
+
+
 def first_image_split(labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(gallery, probes) indices: the first item of each label enrolled, the others probes."""
     labels = np.asarray(labels)
@@ -160,12 +170,13 @@ def evaluate(
 ) -> EvaluationReport:
     """Verification and identification figures of ``encoder`` on a labelled data set.
 
-    ``pairs``: LFW file pairs (folds in file order) or index pairs; None draws ``pairs_count``
-    pairs, half same-person, with ``seed`` (which also seeds the folds and the open-set split).
+    ``pairs``: LFW file pairs (folds in file order) or index pairs; None draws up to
+    ``pairs_count`` balanced pairs with ``seed`` (which also seeds the folds and the open-set
+    split).
     ``transform`` maps each uint8 3 x H x W image before it is resized to the encoder's input.
     """
     if pairs is None:
-        pairs = sample_pairs(dataset, pairs_count // 2, pairs_count - pairs_count // 2, seed)
+        pairs = balanced_pairs(dataset, pairs_count, seed)
         fold_seed = seed
     else:
         pairs = pair_indices(pairs, dataset)
