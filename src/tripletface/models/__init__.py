@@ -9,6 +9,7 @@ from tripletface.models.base import Encoder
 # name -> "module:Class"; imported on first use so that `import tripletface` stays light.
 _BUILTIN: dict[str, str] = {
     "compact": "compact:CompactNet",
+    "dlib-resnet": "dlib_resnet:DlibResNet",
     "inception-resnet-v1": "inception_resnet_v1:InceptionResnetV1",
 }
 
