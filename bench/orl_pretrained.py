@@ -1,0 +1,193 @@
+"""Pretrained dlib ResNet on ORL (40 persons x 10 photos): one-shot rank-1, 10-fold verification.
+
+ORL photos are 92 x 112 grayscale portraits whose faces nearly fill the frame, so detectors miss
+some of them. Each photo goes down a chain until a face is found, and the bench prints how many
+photos needed each step: HOG on the photo doubled, HOG on it quadrupled, the CNN detector, and
+finally the whole photo taken as the face box (landmarks still predicted inside it). Faces are
+cut into dlib's 150 x 150 chips (tripletface.faces.align) and encoded by the PyTorch
+``dlib-resnet`` encoder when it is registered, by dlib's own ``compute_face_descriptor`` otherwise.
+
+Protocol: enroll each person's first image (file-name order) and identify the other 9 (rank-1 over
+360 probes); verification accuracy by 10-fold cross-validation of the threshold (LFW protocol) on
+all 1800 same-person pairs and as many random different-person pairs (seed 0), squared Euclidean
+distance. face_recognition's own pipeline (HOG with one upsampling, whole photo when it finds no
+face) is measured the same way for comparison.
+
+    python bench/orl_pretrained.py [--data ../shared/data/orl] [--no-face-recognition]
+"""
+
+import argparse
+import importlib.util
+import itertools
+import os
+import sys
+import time
+import types
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from tripletface.data.images import IMAGE_EXTENSIONS, load_image
+from tripletface.errors import InputError
+from tripletface.faces.align import face_chips
+from tripletface.faces.detect import Face, FaceDetector
+from tripletface.metrics import one_shot_identification, verification_accuracy_kfold
+
+STEPS = ("hog x2", "hog x4", "cnn x2", "whole photo")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/orl"
+    )
+    parser.add_argument("--no-face-recognition", action="store_true")
+    args = parser.parse_args()
+    print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} at start")
+
+    paths, labels = _orl_files(args.data)
+    images = [load_image(path) for path in paths]
+    print(f"{len(set(labels))} persons, {len(paths)} photos from {args.data}")
+
+    start = time.perf_counter()
+    found = [_find_face(image) for image in images]
+    steps = Counter(step for step, _ in found)
+    print(f"detection: {time.perf_counter() - start:.1f} s; photos per step: ", end="")
+    print(", ".join(f"{step} {steps[step]}" for step in STEPS))
+    chips = np.concatenate(
+        [face_chips(img, [face]) for img, (_, face) in zip(images, found, strict=True)]
+    )
+
+    start = time.perf_counter()
+    descriptors, encoder_name = _encode(chips)
+    print(f"encoding ({encoder_name}): {time.perf_counter() - start:.1f} s")
+    _report("tripletface", descriptors, labels)
+
+    if not args.no_face_recognition:
+        face_recognition = _import_face_recognition()
+        if face_recognition is not None:
+            start = time.perf_counter()
+            theirs = np.stack([_face_recognition_descriptor(face_recognition, i) for i in images])
+            print(f"face_recognition pipeline: {time.perf_counter() - start:.1f} s")
+            _report("face_recognition", theirs, labels)
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+def _orl_files(root: Path) -> tuple[list[Path], list[int]]:
+    """Image paths grouped by person folder (sorted), file-name order within each; labels."""
+    if not root.is_dir():
+        raise InputError(f"{root}: ORL folder not found; pass --data PATH (folder per person)")
+    paths, labels = [], []
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    for label, folder in enumerate(folders):
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        paths += files
+        labels += [label] * len(files)
+    return paths, labels
+
+
+_CHAIN = (
+    ("hog x2", FaceDetector("hog", upsample=1)),
+    ("hog x4", FaceDetector("hog", upsample=2)),
+    ("cnn x2", FaceDetector("cnn", upsample=1)),
+)
+
+
+def _find_face(image: np.ndarray) -> tuple[str, Face]:
+    """(step that found it, largest face) down the detection chain; the whole photo last."""
+    for step, detector in _CHAIN:
+        faces = detector.detect(image)
+        if faces:
+            return step, faces[0]
+    height, width = image.shape[:2]
+    return "whole photo", _CHAIN[0][1].face_in_box(image, (0, 0, width, height))
+
+
+def _encode(chips: np.ndarray) -> tuple[np.ndarray, str]:
+    """N x 128 raw descriptors of 150 x 150 chips, and the name of what computed them."""
+    from tripletface.models import list_encoders
+
+    if "dlib-resnet" in list_encoders():
+        import torch
+
+        from tripletface.models import load_encoder
+
+        encoder = load_encoder("dlib-resnet").eval()
+        batch = torch.from_numpy(chips).permute(0, 3, 1, 2).float()
+        with torch.inference_mode():
+            out = torch.cat([encoder(part) for part in batch.split(50)])
+        return out.numpy().astype(
+            np.float64
+        ), f"PyTorch dlib-resnet, {torch.get_num_threads()} threads"
+    import dlib
+
+    from tripletface.models.dlib_files import FACE_ENCODER, dlib_model_path
+
+    model = dlib.face_recognition_model_v1(str(dlib_model_path(FACE_ENCODER)))
+    return np.array(model.compute_face_descriptor(list(chips))), "dlib compute_face_descriptor"
+
+
+def _report(name: str, descriptors: np.ndarray, labels: list[int]) -> None:
+    """Print rank-1 (first photo of each person enrolled) and 10-fold verification accuracy."""
+    labels_array = np.asarray(labels)
+    first = np.zeros(len(labels), dtype=bool)
+    first[np.unique(labels_array, return_index=True)[1]] = True
+    rank = one_shot_identification(
+        descriptors[first], labels_array[first], descriptors[~first], labels_array[~first], (1,)
+    )
+    left, right, same = _pairs(labels_array)
+    distances = ((descriptors[left] - descriptors[right]) ** 2).sum(axis=1)
+    mean, std, _ = verification_accuracy_kfold(distances, same, folds=10, seed=0)
+    misses = round((1 - rank["rank1"]) * int((~first).sum()))
+    print(
+        f"{name}: rank-1 {100 * rank['rank1']:.2f}% ({misses} of {(~first).sum()} probes missed); "
+        f"verification {100 * mean:.2f}% +- {100 * std:.2f} (10-fold, {same.sum()} same and "
+        f"{(~same).sum()} different pairs)"
+    )
+
+
+def _pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All same-person pairs plus as many distinct random different-person pairs (seed 0)."""
+    everything = np.array(list(itertools.combinations(range(len(labels)), 2)))
+    same = labels[everything[:, 0]] == labels[everything[:, 1]]
+    different = everything[~same]
+    chosen = np.random.default_rng(0).choice(len(different), size=same.sum(), replace=False)
+    pairs = np.concatenate([everything[same], different[np.sort(chosen)]])
+    is_same = np.concatenate([np.ones(same.sum(), bool), np.zeros(same.sum(), bool)])
+    return pairs[:, 0], pairs[:, 1], is_same
+
+
+def _import_face_recognition() -> types.ModuleType | None:
+    """face_recognition, or None with a printed note when it cannot be imported here."""
+    if importlib.util.find_spec("face_recognition") is None:
+        print("face_recognition comparison skipped: the package is not installed")
+        return None
+    if importlib.util.find_spec("pkg_resources") is None:
+        # face_recognition_models reads its paths through pkg_resources, gone from setuptools
+        # >= 81; this stand-in answers the one call it makes, from the package's own folder.
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = lambda package, resource: str(
+            Path(importlib.util.find_spec(package).submodule_search_locations[0]) / resource
+        )
+        sys.modules["pkg_resources"] = shim
+        print("face_recognition: pkg_resources is missing, a one-function stand-in is used")
+    try:
+        import face_recognition
+    except (ImportError, SystemExit) as error:
+        print(f"face_recognition comparison skipped: import failed ({error})")
+        return None
+    return face_recognition
+
+
+def _face_recognition_descriptor(face_recognition: types.ModuleType, image: np.ndarray):
+    """face_recognition's descriptor of the largest HOG face, or of the whole photo if none."""
+    boxes = face_recognition.face_locations(image, number_of_times_to_upsample=1, model="hog")
+    if not boxes:
+        boxes = [(0, image.shape[1], image.shape[0], 0)]
+    largest = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
+    return face_recognition.face_encodings(image, known_face_locations=[largest])[0]
+
+
+if __name__ == "__main__":
+    main()
