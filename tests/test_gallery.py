@@ -131,11 +131,14 @@ def test_threshold_is_stored(db):
 
 
 def test_another_encoder_is_refused_with_both_names(db):
-    gallery(db).close()
+    with gallery(db) as g:
+        g.add_faces("ada", rows(1))
+    before = digest(db)
     with pytest.raises(GalleryError, match=r"built with encoder toy.*not facenet.*--encoder toy"):
         Gallery(db, "facenet", "fp-1", DIM)
     with pytest.raises(GalleryError, match=r"other weights of encoder toy.*fp-1.*fp-2"):
         Gallery(db, "toy", "fp-2", DIM)
+    assert digest(db) == before
 
 
 def test_missing_gallery_is_not_created_when_reading(db):
@@ -172,7 +175,7 @@ def test_other_database_or_schema_is_refused(db, tmp_path):
     gallery(db).close()
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(GalleryError, match="schema 99"):
+    with pytest.raises(GalleryError, match="schema version 99"):
         gallery(db)
 
 

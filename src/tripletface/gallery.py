@@ -200,9 +200,9 @@ class Gallery:
         except sqlite3.Error as error:
             raise self._damaged(error) from None
         if version is None or version[0] != SCHEMA_VERSION or stored is None:
-            found = "no" if version is None else version[0]
+            found = "no version" if version is None else f"version {version[0]}"
             raise GalleryError(
-                f"{self.path} has gallery schema {found}, this tripletface reads schema "
+                f"{self.path} has gallery schema {found}, this tripletface reads version "
                 f"{SCHEMA_VERSION}: use another --gallery, or the tripletface that made it"
             )
         name, fingerprint, dim = stored

@@ -3,9 +3,9 @@
 Every index answers ``search(queries Q x D, k) -> (distances Q x k, rows Q x k)``: squared
 Euclidean distances, ascending, and the rows of the N x D gallery matrix they belong to (k is cut
 to N). ``ExactIndex`` is one matrix product per batch of probes and agrees with brute force;
-``FaissIndex`` is an inverted file (IVF, Jégou et al. 2011, "Product quantization for nearest
-neighbor search") that compares a probe with the faces of the few closest of sqrt(N)-many cells
-only. ``GalleryIndex`` keeps either in step with a ``Gallery``.
+``FaissIndex`` is an inverted file (IVF; Jégou et al. 2011, "Product quantization for nearest
+neighbor search") that compares a probe only with the faces in the few cells nearest to it.
+``GalleryIndex`` keeps either in step with a ``Gallery``.
 """
 
 import json
@@ -25,6 +25,9 @@ AUTO_FAISS_ROWS = 200_000
 # Candidates the float32 matrix product short-lists beyond k before distances are recomputed
 # exactly in float64: the product's rounding (~1e-6) cannot push the true nearest that far down.
 _SHORTLIST_EXTRA = 8
+
+# k-means points per IVF cell: FAISS warns below 39; more only makes the build slower.
+_SAMPLES_PER_CELL = 40
 
 # Bytes of float32 distances one chunk of probes may hold (probes x N).
 _CHUNK_BYTES = 64 << 20
@@ -121,7 +124,7 @@ def faiss_available() -> bool:
 
 
 class FaissIndex:
-    """Approximate k nearest rows: an IVF index of ~4 sqrt(N) cells, probing the nearest few.
+    """Approximate k nearest rows: an IVF index of 2 sqrt(N) cells, probing the nearest >= 32.
 
     Rows carry ids (ascending, default 0..N-1) so that faces can be added and removed without a
     rebuild; ``search`` reports positions in the current ascending id order, like ExactIndex.
@@ -136,14 +139,13 @@ class FaissIndex:
         if len(matrix) == 0:
             raise InputError("a FAISS index needs at least one embedding: enroll someone first")
         self.trained_rows = len(matrix)
-        cells = int(np.clip(4 * np.sqrt(len(matrix)), 1, max(1, len(matrix) // 39)))
+        cells = int(np.clip(2 * np.sqrt(len(matrix)), 1, max(1, len(matrix) // _SAMPLES_PER_CELL)))
         self._index = faiss.IndexIVFFlat(faiss.IndexFlatL2(matrix.shape[1]), matrix.shape[1], cells)
         self._index.cp.seed = seed
         self._index.cp.niter = 10
-        # FAISS samples at most 256 points per cell for k-means anyway; a seeded draw is repeatable.
-        sample = np.random.default_rng(seed).permutation(len(matrix))[: 64 * cells]
+        sample = np.random.default_rng(seed).permutation(len(matrix))[: _SAMPLES_PER_CELL * cells]
         self._index.train(matrix[np.sort(sample)])
-        self._index.nprobe = min(cells, max(32, cells // 64))
+        self._index.nprobe = min(cells, max(32, cells // 32))
         self.ids = np.empty(0, dtype=np.int64)
         self.add(matrix, ids)
 
