@@ -90,6 +90,16 @@ def test_chip_matches_dlib_for_any_pose_scale_and_position(scale, angle, x, y, s
     assert _mean_abs(chip, _dlib_chip(image, landmarks, size, padding)) < 0.01
 
 
+def test_face_outside_the_image_gives_dlibs_black_chip(astronaut):
+    for landmarks in (
+        _similar_landmarks(120, 0.3, (-400, 200)),
+        _similar_landmarks(2500, 0.0, (3000, 3000)),
+    ):
+        chip = align_face(astronaut, landmarks)
+        np.testing.assert_array_equal(chip, _dlib_chip(astronaut, landmarks, 150, 0.25))
+        assert chip.max() == 0
+
+
 @settings(max_examples=40, deadline=None)
 @given(scale=st.floats(100, 2000), angle=st.floats(-np.pi, np.pi), x=st.floats(-1e3, 1e3))
 def test_landmarks_of_a_template_shaped_face_land_on_the_template(scale, angle, x):

@@ -53,6 +53,8 @@ def test_one_face_in_a_portrait(astronaut, hog):
     _assert_plausible(face, ASTRONAUT_FACE)
     assert face.detector == "hog" and face.score > 0
     assert all(isinstance(v, int) for v in face.box)
+    with pytest.raises(ValueError):
+        face.landmarks[0, 0] = 0.0
 
 
 def test_no_face_in_a_gradient_or_a_coffee_cup(hog):

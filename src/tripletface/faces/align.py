@@ -195,6 +195,8 @@ def _pyramid_down(image: np.ndarray) -> np.ndarray:
 def _sample_bilinear(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
     """size x size chip with chip pixel (x, y) = bilinear image value at transform @ (x, y, 1);
     samples whose 2 x 2 neighbourhood leaves the image are black, values truncated like dlib."""
+    if image.size == 0:
+        return np.zeros((size, size, 3), dtype=np.uint8)
     grid = np.arange(size, dtype=np.float64)
     xs = transform[0, 0] * grid[None, :] + transform[0, 1] * grid[:, None] + transform[0, 2]
     ys = transform[1, 0] * grid[None, :] + transform[1, 1] * grid[:, None] + transform[1, 2]

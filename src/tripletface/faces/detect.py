@@ -10,6 +10,7 @@ stays bounded; boxes are mapped back and the landmarks predicted on the original
 
 from dataclasses import dataclass, field
 
+import dlib
 import numpy as np
 from PIL import Image
 
@@ -94,8 +95,6 @@ class FaceDetector:
     def _detect_hog(self, image: np.ndarray, scale: float) -> list[Face]:
         """HOG detections on the image resized by ``scale``."""
         if self._hog is None:
-            import dlib
-
             self._hog = dlib.get_frontal_face_detector()
         rects, scores, _ = self._hog.run(_rescale(image, scale), 0, self.threshold)
         return [
@@ -107,8 +106,6 @@ class FaceDetector:
         """CNN detections on the image rescaled within the CNN's smaller maximum side."""
         scale = _detection_scale(image.shape, self.upsample, min(self.max_side, _CNN_MAX_SIDE))
         if self._cnn is None:
-            import dlib
-
             self._cnn = dlib.cnn_face_detection_model_v1(str(dlib_model_path(CNN_DETECTOR)))
         found = self._cnn(_rescale(image, scale), 0)
         return [
@@ -117,13 +114,12 @@ class FaceDetector:
 
     def _face(self, image: np.ndarray, box: np.ndarray, score: float, detector: str) -> Face:
         """Face from an exclusive float box in original pixels, landmarks from the predictor."""
-        import dlib
-
         if self._predictor is None:
             self._predictor = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_5)))
         left, top, right, bottom = (int(v) for v in np.rint(box))
         shape = self._predictor(image, dlib.rectangle(left, top, right - 1, bottom - 1))
         landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+        landmarks.setflags(write=False)
         height, width = image.shape[:2]
         clipped = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
         return Face(box=clipped, landmarks=landmarks, score=float(score), detector=detector)
