@@ -1,6 +1,7 @@
 """dlib-resnet: parity with dlib's encoder on real face chips, inference folding, fine-tuning."""
 
 import copy
+import dataclasses
 import math
 
 import dlib
@@ -15,6 +16,7 @@ from skimage.data import astronaut, camera
 from tripletface.errors import InputError
 from tripletface.models import encoder_class, load_encoder
 from tripletface.models.dlib_files import FACE_ENCODER, LANDMARKS_5, dlib_model_path
+from tripletface.models.dlib_format import Conv, read_face_encoder
 from tripletface.models.dlib_resnet import DlibResNet, add_padded
 
 
@@ -166,3 +168,14 @@ def test_add_padded_matches_zero_padded_sum(batch, size_a, size_b):
     expected[:, : size_a[0], : size_a[1], : size_a[2]] += a.numpy()
     expected[:, : size_b[0], : size_b[1], : size_b[2]] += b.numpy()
     np.testing.assert_allclose(add_padded(a, b).numpy(), expected, atol=1e-6)
+
+
+def test_another_network_in_the_file_is_refused():
+    network = read_face_encoder(dlib_model_path(FACE_ENCODER))
+    layers = list(network.layers)
+    first = layers.index(next(layer for layer in layers if isinstance(layer, Conv)))
+    layers[first] = dataclasses.replace(layers[first], stride=1)
+    with pytest.raises(InputError, match="another network"):
+        DlibResNet().load_dlib(dataclasses.replace(network, layers=layers))
+    with pytest.raises(InputError, match="not the face recognition ResNet"):
+        DlibResNet().load_dlib(dataclasses.replace(network, input_size=(200, 200)))
