@@ -162,11 +162,20 @@ def test_all_in_float32_stays_close_to_float64_on_a_big_batch():
     assert rounded.item() == pytest.approx(exact.item(), rel=1e-5)
 
 
+def test_all_never_materialises_the_triplets():
+    # Two persons of 1000 images: 2e9 triplets, 24 GB as index tensors; O(B^2) is 16 MB.
+    x = torch.nn.functional.normalize(torch.randn(2000, 8), dim=1).requires_grad_()
+    loss, stats = batch_triplet_loss(x, torch.arange(2000) // 1000, "all")
+    loss.backward()
+    assert stats.considered == 2 * 1000 * 999 * 1000
+    assert 0 < stats.active < stats.considered and torch.isfinite(x.grad).all()
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("labels", [[0, 0, 0, 0], [0, 1, 2, 3]])
+@pytest.mark.parametrize("labels", [[0, 0, 0, 0], [0, 1, 2, 3], []])
 def test_batch_without_triplets_is_a_zero_loss_with_zero_gradient(strategy, labels):
-    x = torch.randn(4, 3, requires_grad=True)
-    loss, stats = batch_triplet_loss(x, torch.tensor(labels), strategy)
+    x = torch.randn(len(labels), 3, requires_grad=True)
+    loss, stats = batch_triplet_loss(x, torch.tensor(labels, dtype=torch.long), strategy)
     loss.backward()
     assert loss.item() == 0 and (x.grad == 0).all()
     assert stats == TripletStats(0, 0, 0.0, 0.0, 0.0)
