@@ -1,0 +1,298 @@
+"""Recognition subcommands: enroll, enroll-dir, identify, verify, remove, people, cluster,
+calibrate.
+
+Exit codes: 0 done, 1 no match or failed verification, 2 bad input (some file of a folder could
+not be used, even if the others were processed).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tripletface.errors import InputError, TripletfaceError
+
+DETECTORS = ("auto", "hog", "cnn", "none")
+
+
+def _options() -> argparse.ArgumentParser:
+    """Options shared by every recognition subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--gallery", type=Path, help="gallery file (default: per-user data dir)")
+    common.add_argument(
+        "--encoder", default="dlib-resnet", help="encoder name or .pt checkpoint (dlib-resnet)"
+    )
+    common.add_argument(
+        "--threshold", type=float, help="accept squared distances <= this (overrides the gallery)"
+    )
+    common.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="auto",
+        help="face detector; none feeds the whole image to the encoder (auto: HOG, CNN fallback)",
+    )
+    common.add_argument(
+        "--workers", type=int, default=2, help="processes detecting faces in folders (2)"
+    )
+    return common
+
+
+def register(subparsers) -> None:
+    """Add the recognition subcommands."""
+    common = _options()
+
+    def add(name: str, run, help: str) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, parents=[common], help=help, description=help)
+        parser.set_defaults(run=run)
+        return parser
+
+    largest = {"action": "store_true", "help": "enroll the largest face of a photo with several"}
+    p = add("enroll", enroll, "enroll photos of one person (all or none)")
+    p.add_argument("name")
+    p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO")
+    p.add_argument("--largest", **largest)
+    p = add("enroll-dir", enroll_dir, "enroll a folder holding one sub-folder of photos per person")
+    p.add_argument("folder", type=Path, metavar="DIR")
+    p.add_argument("--largest", **largest)
+    p = add("identify", identify, "name every face in a photo or a folder of photos")
+    p.add_argument("target", type=Path, metavar="PHOTO|DIR")
+    p.add_argument("--annotate", type=Path, metavar="OUTDIR", help="write copies with boxes drawn")
+    p.add_argument("--json", action="store_true", help="one JSON array, an object per image")
+    p = add("verify", verify, "is NAME in PHOTO? exit 0 if so, 1 if not")
+    p.add_argument("photo", type=Path, metavar="PHOTO")
+    p.add_argument("name")
+    p = add("remove", remove, "delete a person and their enrolled faces")
+    p.add_argument("name")
+    p = add("people", people, "list enrolled people and their number of faces")
+    p.add_argument("--json", action="store_true", help="a JSON array of {name, faces}")
+    p = add("cluster", cluster, "group the faces of unlabelled photos by person (JSON)")
+    p.add_argument("folder", type=Path, metavar="DIR")
+    p.add_argument("--links", type=Path, metavar="OUTDIR", help="also a folder of links per group")
+    p = add("calibrate", calibrate, "choose the threshold on labelled photos, store it")
+    p.add_argument("folder", type=Path, metavar="DIR")
+    p.add_argument("--far", type=float, default=1e-3, help="false accept rate to allow (1e-3)")
+
+
+def _recognizer(args, read_only: bool = False):
+    from tripletface.recognize import FaceRecognizer
+
+    detector = None if args.detector == "none" else args.detector
+    return FaceRecognizer(args.gallery, args.encoder, args.threshold, detector, read_only)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """Image files under folder (recursively), sorted; InputError if there are none."""
+    from tripletface.data.images import IMAGE_EXTENSIONS
+
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder; give a folder of photos")
+    files = sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    )
+    if not files:
+        raise InputError(f"{folder}: no photos found ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return files
+
+
+def _progress(items, total: int, what: str):
+    """A progress bar on stderr, shown only on a terminal."""
+    return tqdm(items, total=total, desc=what, unit="photo", file=sys.stderr, disable=None)
+
+
+def _warn(path, error: TripletfaceError) -> None:
+    message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
+    tqdm.write(f"tripletface: skipped {message}", file=sys.stderr)
+
+
+def enroll(args) -> int:
+    rec = _recognizer(args)
+    records = rec.enroll_photos(
+        args.name, [str(p) for p in args.photos], args.largest, args.workers
+    )
+    for record in records:
+        state = "enrolled" if record.added else "already enrolled"
+        print(f"{state} {record.name} from {record.source}")
+    return 0
+
+
+def enroll_dir(args) -> int:
+    from tripletface.data.folders import _person_images
+
+    named = [
+        (str(path), name) for name, paths in _person_images(args.folder).items() for path in paths
+    ]
+    if not named:
+        raise InputError(f"{args.folder}: no photos in sub-folders; put each person's in DIR/NAME/")
+    rec = _recognizer(args)
+    added = skipped = 0
+    pairs = [(name, path) for path, name in named]
+    for path, result in _progress(
+        rec.enroll_folders(pairs, args.largest, args.workers), len(pairs), "enroll"
+    ):
+        if isinstance(result, TripletfaceError):
+            _warn(path, result)
+            skipped += 1
+        else:
+            added += result.added
+    persons = len({name for _, name in named})
+    print(f"enrolled {added} new faces of {persons} people from {args.folder}; {skipped} skipped")
+    return 2 if skipped else 0
+
+
+def _match_json(match) -> dict:
+    return {"box": list(match.box), "name": match.name, "distance": round(match.distance, 6)}
+
+
+def identify(args) -> int:
+    target: Path = args.target
+    files = _images_in(target) if target.is_dir() else [target]
+    rec = _recognizer(args, read_only=True)
+    results, found, bad = [], False, 0
+    outcomes = rec.identify_files(map(str, files), args.workers)
+    for path, outcome in _progress(outcomes, len(files), "identify"):
+        if isinstance(outcome, TripletfaceError):
+            if not target.is_dir():
+                raise outcome
+            _warn(path, outcome)
+            bad += 1
+            results.append({"file": path, "faces": [], "error": str(outcome)})
+            continue
+        found = found or any(m.name is not None for m in outcome)
+        results.append({"file": path, "faces": [_match_json(m) for m in outcome]})
+        if args.annotate:
+            _annotate(Path(path), outcome, _annotated_path(Path(path), target, args.annotate))
+        if not args.json:
+            _print_matches(path, outcome)
+    if args.json:
+        # One image per line: readable, greppable, and still one JSON array.
+        print("[\n" + ",\n".join(json.dumps(item) for item in results) + "\n]")
+    return 2 if bad else (0 if found else 1)
+
+
+def _print_matches(path: str, matches) -> None:
+    if not matches:
+        print(f"{path}: no face found")
+    for m in matches:
+        who = m.name if m.name is not None else "unknown"
+        print(f"{path}: {who} (distance {m.distance:.3f}) at {list(m.box)}")
+
+
+def _annotated_path(path: Path, target: Path, outdir: Path) -> Path:
+    """Where the annotated copy of path goes: same relative path under outdir, as PNG."""
+    relative = path.relative_to(target) if target.is_dir() else Path(path.name)
+    return (outdir / relative).with_suffix(".png")
+
+
+def _annotate(path: Path, matches, out: Path) -> None:
+    """Write a copy of the image with each face's box, name and distance."""
+    from PIL import Image, ImageDraw
+
+    from tripletface.data.images import load_image, save_image_atomic
+
+    image = Image.fromarray(load_image(path))
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 300))
+    for m in matches:
+        colour = (40, 200, 60) if m.name is not None else (230, 50, 40)
+        draw.rectangle(m.box, outline=colour, width=width)
+        label = f"{m.name or 'unknown'} {m.distance:.2f}"
+        left, top = m.box[0], max(0, m.box[1] - 12)
+        draw.rectangle(draw.textbbox((left, top), label), fill=colour)
+        draw.text((left, top), label, fill=(255, 255, 255))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image_atomic(out, image)
+
+
+def verify(args) -> int:
+    result = _recognizer(args, read_only=True).verify(str(args.photo), args.name)
+    verdict = "same" if result.same else "different"
+    print(f"{verdict}: {args.photo} vs {args.name} (distance {result.distance:.3f})")
+    return 0 if result.same else 1
+
+
+def remove(args) -> int:
+    rec = _recognizer(args)
+    faces = dict(rec.people()).get(args.name, 0)
+    rec.remove(args.name)
+    print(f"removed {args.name} ({faces} faces)")
+    return 0
+
+
+def people(args) -> int:
+    listing = _recognizer(args, read_only=True).people()
+    if args.json:
+        print(json.dumps([{"name": name, "faces": n} for name, n in listing]))
+    else:
+        for name, n in listing:
+            print(f"{name}\t{n}")
+    return 0
+
+
+def cluster(args) -> int:
+    from tripletface.clustering import cluster_embeddings
+
+    files = _images_in(args.folder)
+    rec = _recognizer(args, read_only=True)
+    threshold = rec.threshold
+    faces, embeddings, errors = [], [], []
+    for item in _progress(rec.embed_files(map(str, files), args.workers), len(files), "cluster"):
+        if len(item) != 4:
+            _warn(*item)
+            errors.append({"file": item[0], "error": str(item[1])})
+            continue
+        path, boxes, embedded, _ = item
+        faces += [{"file": path, "box": list(box)} for box in boxes]
+        embeddings.append(embedded)
+    labels = cluster_embeddings(np.concatenate(embeddings), threshold) if faces else []
+    groups = [[] for _ in range(max(labels, default=-1) + 1)]
+    for face, label in zip(faces, labels, strict=True):
+        groups[label].append(face)
+    if args.links:
+        _link_groups(groups, args.links)
+    print(json.dumps({"threshold": threshold, "clusters": groups, "errors": errors}, indent=1))
+    return 2 if errors else 0
+
+
+def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
+    """outdir/person_K/ holds a symbolic link to each photo with a face of group K."""
+    for k, group in enumerate(groups):
+        folder = outdir / f"person_{k:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, face in enumerate(group):
+            source = Path(face["file"]).resolve()
+            link = folder / f"{i:04d}_{source.name}"
+            if not link.is_symlink():
+                link.symlink_to(source)
+
+
+def calibrate(args) -> int:
+    from tripletface.data.folders import _person_images
+
+    named = {str(p): name for name, paths in _person_images(args.folder).items() for p in paths}
+    rec = _recognizer(args)
+    embeddings, labels = [], []
+    for item in _progress(rec.embed_files(named, args.workers), len(named), "calibrate"):
+        if len(item) != 4 or len(item[1]) == 0:
+            _warn(item[0], item[1] if len(item) != 4 else InputError("no face found"))
+            continue
+        embeddings.append(item[2][0])  # the largest face
+        labels.append(named[item[0]])
+    if len(set(labels)) < 2:
+        raise InputError(f"{args.folder}: calibration needs faces of at least two people")
+    result = rec.calibrate(np.stack(embeddings), labels, args.far)
+    print(
+        f"threshold {result.threshold:.4f} stored in {rec.gallery_path}: FAR {result.far:.2e}, "
+        f"FRR {result.frr:.2%} on {result.same_pairs} same-person and "
+        f"{result.different_pairs} different-person pairs"
+    )
+    if result.different_pairs * args.far < 10:
+        print(
+            f"note: {result.different_pairs} different-person pairs measure a FAR of {args.far:g} "
+            "coarsely; calibrate on more people for a sharper threshold"
+        )
+    return 0

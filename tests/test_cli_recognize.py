@@ -1,0 +1,179 @@
+"""The recognition subcommands through a real tripletface process: output and exit codes.
+
+Photos come from scikit-image (see test_recognize.make_photos). ``--detector hog`` keeps the
+CNN fallback, which costs seconds on the photo without a face, out of the tests.
+"""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_recognize import make_photos
+
+from tripletface.gallery import Gallery
+
+# Root may write to read-only files; this makes os.access answer as for any other user, so that
+# the gallery sees a read-only file as read-only.
+AS_A_USER = """import os, sys
+real = os.access
+def access(path, mode, *args, **kwargs):
+    if mode & os.W_OK and not os.stat(path).st_mode & 0o222:
+        return False
+    return real(path, mode, *args, **kwargs)
+os.access = access
+from tripletface.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def tf(gallery: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run one tripletface command on a gallery (HOG detection only, one worker)."""
+    program = ["-c", AS_A_USER] if os.geteuid() == 0 else ["-m", "tripletface"]
+    options = ["--gallery", str(gallery), "--detector", "hog", "--workers", "1"]
+    return subprocess.run(
+        [sys.executable, *program, *args, *options], capture_output=True, text=True, timeout=180
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess, *words: str) -> str:
+    """The single error line of a failed command, checked to contain every word."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("tripletface: error")]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    paths = {}
+    for name, pixels in make_photos().items():
+        paths[name] = folder / f"{name}.png"
+        Image.fromarray(pixels).save(paths[name])
+    paths["text"] = folder / "notes.png"
+    paths["text"].write_text("a shopping list, not a photo")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory, files) -> Path:
+    gallery = tmp_path_factory.mktemp("gallery") / "people.db"
+    result = tf(gallery, "enroll", "eileen", str(files["face"]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"enrolled eileen from {files['face']}"
+    return gallery
+
+
+@pytest.mark.slow
+def test_identify_a_folder_as_json_and_annotated(enrolled, files, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("mirrored", "two", "none"):
+        (folder / f"{name}.png").symlink_to(files[name])
+    result = tf(enrolled, "identify", str(folder), "--json", "--annotate", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    report = {Path(item["file"]).name: item["faces"] for item in json.loads(result.stdout)}
+    assert list(report) == ["mirrored.png", "none.png", "two.png"]
+    assert report["none.png"] == []
+    assert [face["name"] for face in report["two.png"]] == ["eileen", "eileen"]
+    [face] = report["mirrored.png"]
+    assert set(face) == {"box", "name", "distance"} and len(face["box"]) == 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == list(report)
+
+
+@pytest.mark.slow
+def test_verify_and_people_exit_codes(enrolled, files):
+    same = tf(enrolled, "verify", str(files["mirrored"]), "eileen")
+    assert same.returncode == 0 and same.stdout.startswith("same"), same.stderr
+    strict = tf(enrolled, "verify", str(files["mirrored"]), "eileen", "--threshold", "1e-9")
+    assert strict.returncode == 1 and strict.stdout.startswith("different")
+    listing = tf(enrolled, "people", "--json")
+    assert json.loads(listing.stdout) == [{"name": "eileen", "faces": 1}]
+
+
+@pytest.mark.slow
+def test_enroll_remove_and_bad_photos(files, tmp_path):
+    gallery = tmp_path / "g.db"
+    one_error_line(tf(gallery, "enroll", "x", str(files["face"]), str(files["text"])), "notes.png")
+    assert not gallery.exists()  # all or nothing: not even an empty gallery is left behind
+    one_error_line(tf(gallery, "enroll", "x", str(files["none"])), "none.png", "no face")
+    one_error_line(tf(gallery, "enroll", "x", str(files["two"])), "two.png", "--largest")
+    assert tf(gallery, "enroll", "x", str(files["two"]), "--largest").returncode == 0
+    one_error_line(tf(gallery, "verify", str(files["face"]), "nobody"), "'nobody'")
+    removed = tf(gallery, "remove", "x")
+    assert removed.returncode == 0 and "removed x (1 faces)" in removed.stdout
+
+
+@pytest.fixture(scope="module")
+def dlib_version() -> str:
+    from tripletface import load_encoder
+
+    return load_encoder("dlib-resnet").fingerprint()
+
+
+def gallery_of(path: Path, version: str, faces: int = 0, encoder: str = "dlib-resnet") -> Path:
+    """A gallery file made directly, holding ``faces`` random unit-length embeddings."""
+    with Gallery(path, encoder, version, 128) as gallery:
+        if faces:
+            rows = np.random.default_rng(0).normal(size=(faces, 128))
+            gallery.add_faces("x", rows / np.linalg.norm(rows, axis=1, keepdims=True))
+    return path
+
+
+@pytest.mark.slow
+def test_unusable_galleries_are_refused_untouched(files, tmp_path, dlib_version):
+    face = str(files["face"])
+    one_error_line(tf(tmp_path / "new.db", "identify", face), "new.db", "no gallery")
+    assert not (tmp_path / "new.db").exists()
+    empty = gallery_of(tmp_path / "empty.db", dlib_version)
+    one_error_line(tf(empty, "identify", face), "empty.db", "empty")
+    other = gallery_of(tmp_path / "other.db", "0123456789abcdef", faces=1, encoder="compact")
+    one_error_line(tf(other, "identify", face), "other.db", "--encoder compact")
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"SQLite format 3\x00" + os.urandom(3000))
+    before = corrupt.read_bytes()
+    one_error_line(tf(corrupt, "enroll", "y", face), "corrupt.db")
+    assert corrupt.read_bytes() == before
+    locked = gallery_of(tmp_path / "locked.db", dlib_version, faces=1)
+    locked.chmod(0o444)
+    before = locked.read_bytes()
+    one_error_line(tf(locked, "enroll", "y", face), "locked.db", "read-only")
+    reading = tf(locked, "identify", face)  # reading still works: no match for a random face
+    assert reading.returncode == 1 and "unknown" in reading.stdout, reading.stderr
+    assert locked.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_enroll_dir_cluster_and_calibrate(files, tmp_path):
+    people = tmp_path / "people"
+    for person, names in {"eileen": ("face", "mirrored"), "mixed": ("two", "text")}.items():
+        (people / person).mkdir(parents=True)
+        for name in names:
+            (people / person / files[name].name).symlink_to(files[name])
+    gallery = tmp_path / "g.db"
+    result = tf(gallery, "enroll-dir", str(people))
+    assert result.returncode == 2  # notes.png and two.png could not be enrolled
+    assert "skipped" in result.stderr and "notes.png" in result.stderr
+    with sqlite3.connect(gallery) as db:
+        assert db.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 2
+
+    clusters = tf(gallery, "cluster", str(people), "--links", str(tmp_path / "links"))
+    report = json.loads(clusters.stdout)
+    assert [len(group) for group in report["clusters"]] == [4]
+    assert [Path(e["file"]).name for e in report["errors"]] == ["notes.png"]
+    assert len(list((tmp_path / "links" / "person_000").iterdir())) == 4
+
+    (people / "mixed" / "notes.png").unlink()
+    calibrated = tf(gallery, "calibrate", str(people), "--far", "0.5")
+    assert calibrated.returncode == 0, calibrated.stderr
+    with sqlite3.connect(gallery) as db:
+        stored = db.execute("SELECT threshold FROM meta").fetchone()[0]
+    assert f"threshold {stored:.4f}" in calibrated.stdout
