@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from tripletface.data.folders import FolderDataset, IndexPair, read_pairs
+from tripletface.data.synthetic import SyntheticFaces
 from tripletface.errors import InputError
 from tripletface.evaluate import (
     balanced_pairs,
@@ -92,6 +93,26 @@ def test_a_constant_encoder_scores_chance(tmp_path):
     assert report.rank1 == pytest.approx(1 / 5)
     assert report.rank5 == 1
     assert report.threshold < 0  # all distances tie at 0: rejecting every pair is most accurate
+
+
+class Pixels(Encoder):
+    """Raw pixels as the embedding: the nearest-neighbour baseline."""
+
+    embedding_dim = 3 * 16 * 16
+    input_size = (16, 16)
+    normalized = False
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().flatten(1) / 255
+
+
+def test_synthetic_faces_without_nuisance_are_told_apart_by_their_pixels():
+    # Every picture of a person is the same when nuisance is 0; with it, pixels fail.
+    still = SyntheticFaces(num_persons=8, images_per_person=3, size=16, nuisance=0)
+    report = evaluate(Pixels(), still, pairs_count=200, folds=5)
+    assert (report.rank1, report.roc_auc, report.eer, report.verification_accuracy) == (1, 1, 0, 1)
+    varied = SyntheticFaces(num_persons=8, images_per_person=3, size=16)
+    assert evaluate(Pixels(), varied, pairs_count=200, folds=5).rank1 < 0.5
 
 
 def test_pairs_from_an_lfw_file_keep_their_order_and_skip_unreadable_images(tmp_path):
