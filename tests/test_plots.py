@@ -12,6 +12,7 @@ from tripletface.plots import (
     plot_rocs,
     plot_training,
     read_training_csv,
+    running_mean,
 )
 
 
@@ -74,3 +75,14 @@ def test_training_metrics_must_have_the_columns(tmp_path):
     with pytest.raises(InputError, match="lack active_fraction"):
         plot_training({"step": [1], "loss": [1]}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_running_mean_matches_a_loop_and_skips_gaps():
+    values = np.array([1.0, 3.0, np.nan, 5.0, 7.0, 9.0])
+    expected = []
+    for i in range(len(values)):
+        window = values[max(0, i - 2) : i + 1]
+        expected.append(np.nanmean(window))
+    np.testing.assert_allclose(running_mean(values, 3), expected)
+    np.testing.assert_array_equal(running_mean(values, 1)[[0, 1, 3]], values[[0, 1, 3]])
+    assert np.isnan(running_mean(np.array([np.nan, 2.0]), 1)[0])

@@ -112,6 +112,26 @@ def _training_columns(source) -> dict[str, np.ndarray]:
     return {c: np.asarray(source[c], dtype=float) for c in TRAINING_COLUMNS}
 
 
+def running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at each position (fewer at the start), NaN ignored."""
+    present = ~np.isnan(values)
+    sums = np.cumsum(np.where(present, values, 0.0))
+    counts = np.cumsum(present)
+    before = np.maximum(np.arange(len(values)) - window, -1)
+    window_sums = sums - np.where(before >= 0, sums[before], 0.0)
+    window_counts = counts - np.where(before >= 0, counts[before], 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(window_counts > 0, window_sums / np.maximum(window_counts, 1), np.nan)
+
+
+def _noisy_line(axes, steps: np.ndarray, values: np.ndarray, colour: str, label: str) -> None:
+    """Per-step values drawn faintly under their running mean over a fiftieth of the run."""
+    window = max(1, len(values) // 50)
+    if window > 1:
+        axes.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+    axes.plot(steps, running_mean(values, window), color=colour, label=label or None)
+
+
 def plot_training(steps_csv_or_arrays, path) -> Path:
     """Loss and active-triplet fraction over steps, from a CSV path or {step, loss, ...} arrays.
 
@@ -121,10 +141,10 @@ def plot_training(steps_csv_or_arrays, path) -> Path:
     runs = {"": steps_csv_or_arrays} if single else dict(steps_csv_or_arrays)
     figure = Figure(figsize=(6, 6))
     loss_axes, active_axes = figure.subplots(2, 1, sharex=True)
-    for label, source in runs.items():
+    for colour, (label, source) in enumerate(runs.items()):
         columns = _training_columns(source)
-        loss_axes.plot(columns["step"], columns["loss"], label=label or None)
-        active_axes.plot(columns["step"], columns["active_fraction"], label=label or None)
+        for axes, key in ((loss_axes, "loss"), (active_axes, "active_fraction")):
+            _noisy_line(axes, columns["step"], columns[key], f"C{colour}", label)
     loss_axes.set_ylabel("triplet loss")
     active_axes.set_ylabel("active-triplet fraction")
     active_axes.set_xlabel("step")
