@@ -51,6 +51,14 @@ def test_json_and_plots_through_a_subprocess(data, checkpoint, tmp_path):
     assert figures["plots"] == [str(tmp_path / "plots" / n) for n in ("roc.png", "distances.png")]
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch: seconds on a loaded machine
+def test_a_bad_option_through_a_subprocess_is_a_usage_error(data):
+    result = run_cli(data, "--encoder", "compact", "--pairs-count", "0")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--pairs-count: must be at least 2, got 0" in result.stderr
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch: seconds on a loaded machine
 def test_a_missing_folder_exits_2_with_one_line(tmp_path, checkpoint):
     result = run_cli(tmp_path / "nowhere", "--encoder", checkpoint)
     assert result.returncode == 2 and result.stdout == ""
