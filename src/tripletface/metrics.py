@@ -15,7 +15,7 @@ from tripletface.errors import InputError
 
 
 def _as_array(values, dtype=np.float64) -> np.ndarray:
-    """A 1-d (or 2-d for embeddings) numpy copy of a numpy array, tensor or sequence."""
+    """A numpy array (of ``dtype``) from a numpy array, a tensor on any device, or a sequence."""
     if hasattr(values, "detach"):
         values = values.detach().cpu().numpy()
     return np.asarray(values, dtype=dtype)
