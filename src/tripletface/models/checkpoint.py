@@ -7,9 +7,10 @@ opening one never runs code from the file. Keys: ``format``, ``architecture`` (r
 """
 
 import os
-import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -37,6 +38,25 @@ def architecture_name(model: nn.Module) -> str:
         f"cannot checkpoint a {cls.__name__}: it is not a registered encoder "
         "(add one line to _BUILTIN in tripletface/models/__init__.py)"
     )
+
+
+def write_atomic(path: Path, write: Callable[[IO], object], mode: str = "wb") -> Path:
+    """Call ``write(stream)`` on a temporary file beside ``path``, then move it into place.
+
+    Readers see the old file or the new one, never half of one; a failed write leaves no trace.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open(mode) as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def save_checkpoint(
@@ -70,18 +90,7 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
         "extra": dict(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, partial(torch.save, state))
 
 
 def load_checkpoint(path: str | Path) -> dict:

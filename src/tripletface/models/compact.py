@@ -25,6 +25,8 @@ class CompactNet(Encoder):
     Downsampling by 16 overall: 64 x 64 input -> 4 x 4 x 8w features.
     """
 
+    input_size = (64, 64)
+
     def __init__(
         self,
         embedding_dim: int = 128,

@@ -15,6 +15,8 @@ from tripletface.models.base import Encoder
 class ConvBN(nn.Sequential):
     """Convolution, BatchNorm, ReLU; ``padding`` "valid" (the paper's V) or "same"."""
 
+    input_size = (160, 160)
+
     def __init__(self, cin: int, cout: int, kernel, stride: int = 1, padding: str = "same"):
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         pad = (kh // 2, kw // 2) if padding == "same" else (0, 0)

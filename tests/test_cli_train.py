@@ -1,0 +1,82 @@
+"""`tripletface train`: a run on synthetic faces and on a folder, resuming, and bad arguments."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_cli import run_cli
+
+from tripletface.cli import main
+from tripletface.models import load_encoder
+from tripletface.models.checkpoint import load_checkpoint
+
+TINY = ["--size", "24", "--p", "4", "--k", "2", "--threads", "1", "--quiet"]
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds on a loaded machine
+def test_trains_on_synthetic_faces_and_prints_json(tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("train", "synthetic:10x3", "--out", str(run), "--steps", "3", "--json", *TINY)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["step"] == 3 and summary["config"]["strategy"] == "semihard"
+    assert summary["config"]["augment"] is False
+    assert (run / "metrics.csv").read_text().count("\n") == 4
+    assert load_encoder(run / "last.pt").input_size == (24, 24)
+
+
+def test_resume_continues_with_the_checkpoint_settings(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert (
+        main(["train", "synthetic:10x3", "--out", run, "--steps", "2", "--lr", "0.01", *TINY]) == 0
+    )
+    assert (
+        main(["train", "synthetic:10x3", "--out", run, "--resume", "--steps", "4", "--quiet"]) == 0
+    )
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["step"] == 4 and state["config"]["lr"] == 0.01 and state["config"]["p"] == 4
+    assert "trained 4 steps" in capsys.readouterr().out
+
+
+def test_trains_on_a_folder_per_person_with_augmentation(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for person in range(4):
+        folder = tmp_path / "faces" / f"person{person}"
+        folder.mkdir(parents=True)
+        for picture in range(3):
+            pixels = rng.integers(0, 256, (30 + picture, 28, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{picture}.png")
+    run = tmp_path / "run"
+    args = ["train", str(tmp_path / "faces"), "--out", str(run), "--steps", "2", "--json"]
+    assert main([*args, *TINY]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["step"] == 2 and summary["config"]["augment"] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["synthetic:10x3", "--p", "1"], "p = 1"),
+        (["synthetic:10x3", "--strategy", "hardest"], "hardest"),
+        (["no/such/folder"], "no/such/folder"),
+        (["synthetic:lots"], "synthetic:lots"),
+        (["synthetic:10x3", "--encoder", "nonet"], "nonet"),
+        (["synthetic:10x3", "--resume"], "last.pt"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    assert main(["train", *args, "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tripletface: error: ") and err.count("\n") == 1
+    assert message in err
+
+
+@pytest.mark.slow
+def test_bad_arguments_through_the_command_line(tmp_path):
+    result = run_cli("train", "synthetic", "--out", str(tmp_path / "run"), "--p", "0")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "p = 0" in result.stderr
+    both = run_cli("train", "synthetic", "--out", str(tmp_path), "--steps", "3", "--epochs", "1")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    assert not (tmp_path / "run").exists()

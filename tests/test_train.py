@@ -1,0 +1,249 @@
+"""Training: the step, the schedule, the loop's files, exact resuming, and a run that learns."""
+
+import csv
+import itertools
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.utils.data import Dataset
+
+from tripletface.data.synthetic import SyntheticFaces
+from tripletface.errors import InputError
+from tripletface.metrics import roc_auc
+from tripletface.models import load_encoder
+from tripletface.models.checkpoint import load_checkpoint
+from tripletface.models.compact import CompactNet
+from tripletface.train import (
+    METRICS,
+    TrainConfig,
+    augment,
+    check_config,
+    embedding_spread,
+    fit,
+    lr_factor,
+    train_step,
+)
+
+TIMING = {"images_per_s", "seconds"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, above all on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Blobs(Dataset):
+    """Persons as noisy colour patterns, items decoded on access (no tensors()), any image size."""
+
+    def __init__(self, persons: int = 12, per_person: int = 4, size: int = 24, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        means = torch.rand(persons, 3, 4, 4, generator=generator) * 255
+        means = torch.nn.functional.interpolate(means, size=(size, size), mode="bilinear")
+        noise = torch.randn(persons * per_person, 3, size, size, generator=generator) * 40
+        self.images = (means.repeat_interleave(per_person, 0) + noise).clamp(0, 255).byte()
+        self.labels = [i // per_person for i in range(persons * per_person)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.labels[index]
+
+
+def tiny(**changes) -> TrainConfig:
+    """A config that trains a narrow CompactNet on 24 x 24 images in a fraction of a second."""
+    settings = dict(size=24, p=4, k=2, steps=6, encoder_kwargs={"width": 4}, checkpoint_every=2)
+    return TrainConfig(**{**settings, **changes})
+
+
+def test_cosine_schedule_falls_from_one_to_zero():
+    values = [lr_factor("cosine", step, 100) for step in range(101)]
+    assert values[0] == 1.0 and values[100] == pytest.approx(0.0, abs=1e-12)
+    assert values[50] == pytest.approx(0.5)
+    assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def test_step_schedule_divides_by_ten_at_half_and_three_quarters():
+    assert [lr_factor("step", s, 100) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
+
+
+def test_warmup_rises_linearly_then_the_schedule_starts():
+    assert [lr_factor("constant", s, 100, warmup=4) for s in range(6)] == [0.25, 0.5, 0.75, 1, 1, 1]
+    assert lr_factor("cosine", 4, 104, warmup=4) == 1.0
+
+
+@given(st.integers(1, 12), st.integers(1, 5), st.integers(0, 2**31))
+def test_spread_is_the_mean_squared_distance_over_all_pairs(n, d, seed):
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    brute = sum(float((a - b).square().sum()) for a in x for b in x) / n**2
+    assert embedding_spread(x) == pytest.approx(brute, rel=1e-9, abs=1e-12)
+
+
+def test_augment_keeps_shape_dtype_and_is_a_function_of_the_generator():
+    images = Blobs(size=32).images[:8]
+    out = augment(images, torch.Generator().manual_seed(1))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert torch.equal(out, augment(images, torch.Generator().manual_seed(1)))
+    assert not torch.equal(out, images)
+    flat = torch.full((2, 3, 16, 16), 77, dtype=torch.uint8)
+    assert torch.equal(augment(flat, torch.Generator().manual_seed(0)), flat)
+
+
+def test_train_step_is_a_function_of_batch_and_state():
+    data = Blobs()
+    images, labels = data.images[:8], torch.tensor(data.labels[:8])
+    records = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = CompactNet(input_size=24, width=4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        records.append(train_step(model, optimizer, images, labels, tiny()))
+        records.append(model.fingerprint())
+    assert records[0] == records[2] and records[1] == records[3]
+    assert {"loss", "active_fraction", "considered", "active", "mean_ap", "mean_an", "spread"} <= (
+        set(records[0])
+    )
+
+
+def test_train_step_lowers_the_loss_on_its_batch():
+    data = Blobs()
+    images, labels = data.images[:16], torch.tensor(data.labels[:16])
+    torch.manual_seed(0)
+    model = CompactNet(input_size=24, width=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    config = tiny(strategy="all", margin=0.5)
+    losses = [train_step(model, optimizer, images, labels, config)["loss"] for _ in range(15)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"p": 1}, "p = 1"),
+        ({"k": 1}, "k = 1"),
+        ({"strategy": "hardest"}, "hardest"),
+        ({"optimizer": "lbfgs"}, "lbfgs"),
+        ({"schedule": "linear"}, "linear"),
+        ({"epochs": 2}, "either steps or epochs"),
+        ({"steps": None}, "either steps or epochs"),
+        ({"lr": 0.0}, "lr"),
+        ({"margin": -0.1}, "margin"),
+    ],
+)
+def test_bad_settings_are_named(changes, message):
+    with pytest.raises(InputError, match=message):
+        check_config(tiny(**changes))
+
+
+def test_fit_writes_metrics_and_a_checkpoint_that_loads(tmp_path):
+    result = fit(tiny(out=str(tmp_path)), Blobs(size=40), progress=False)
+    with (tmp_path / "metrics.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert tuple(rows[0]) == METRICS
+    assert [int(row["step"]) for row in rows] == list(range(1, 7))
+    assert all(0 <= float(row["active_fraction"]) <= 1 for row in rows)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["step"] == 6 and state["config"]["p"] == 4 and state["config"]["size"] == 24
+    assert state["optimizer"] is not None and state["scheduler"] is not None
+    encoder = load_encoder(tmp_path / "last.pt")
+    assert encoder.fingerprint() == result.encoder.fingerprint()
+    summary = result.summary()
+    assert summary["step"] == 6 and summary["checkpoint"] == str(tmp_path / "last.pt")
+    assert not result.collapsed
+
+
+@pytest.mark.parametrize("strategy, dataset", [("random", Blobs), ("semihard", None)])
+def test_resuming_continues_exactly(tmp_path, strategy, dataset):
+    """N steps in one go give the same weights as N/2, a checkpoint, and N/2 more."""
+    data = Blobs() if dataset else SyntheticFaces(12, 4, size=24, seed=1)
+    config = dict(steps=8, strategy=strategy, augment=True, checkpoint_every=3)
+    straight = fit(tiny(out=str(tmp_path / "a"), **config), data, progress=False)
+    halted = fit(
+        tiny(out=str(tmp_path / "b"), **config),
+        data,
+        progress=False,
+        callback=lambda record: record["step"] == 4,
+    )
+    assert halted.step == 4
+    resumed = fit(tiny(out=str(tmp_path / "b"), **config), data, progress=False, resume=True)
+    assert resumed.step == 8
+    assert resumed.encoder.fingerprint() == straight.encoder.fingerprint()
+
+    def logged(run):
+        with (tmp_path / run / "metrics.csv").open() as stream:
+            return [
+                {k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(stream)
+            ]
+
+    assert logged("a") == logged("b")
+
+
+def test_resume_without_a_checkpoint_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no checkpoint"):
+        fit(tiny(out=str(tmp_path)), Blobs(), progress=False, resume=True)
+
+
+def test_frozen_parameters_stay_and_scaled_groups_get_their_rate():
+    encoder = CompactNet(input_size=24, width=4)
+    stem = encoder.features[0].weight.detach().clone()
+    seen = []
+    config = tiny(freeze=["features.0."], lr_scale={"head": 0.5}, optimizer="sgd", lr=0.1)
+    result = fit(config, Blobs(), encoder, progress=False, callback=seen.append)
+    assert torch.equal(result.encoder.features[0].weight, stem)
+    assert not result.encoder.features[0].weight.requires_grad
+    assert seen[0]["lr"] == pytest.approx(0.1)
+
+
+def test_collapsed_embeddings_are_warned_about():
+    encoder = CompactNet(input_size=24, width=4)
+    with torch.no_grad():
+        encoder.head[-1].weight.zero_()
+    # With the last layer frozen at zero every image maps to normalize(bias): one point.
+    with pytest.warns(RuntimeWarning, match="collapsed"):
+        result = fit(tiny(freeze=["head"]), Blobs(), encoder, progress=False)
+    assert result.collapsed
+
+
+def test_epochs_count_passes_over_the_data():
+    data = Blobs(persons=8, per_person=4)
+    result = fit(tiny(steps=None, epochs=2), data, progress=False)
+    # 8 persons x 2 groups of K=2 each = 16 groups, 4 per batch: 4 batches an epoch.
+    assert result.step == 8
+    assert [row["epoch"] for row in result.history] == [0] * 4 + [1] * 4
+
+
+def pair_scores(encoder, data: SyntheticFaces) -> float:
+    """ROC AUC of all pairs of a held-out set by squared distance (lower = same person)."""
+    images, labels = data.tensors()
+    emb = encoder.embed(images)
+    upper = torch.triu_indices(len(labels), len(labels), offset=1)
+    distances = torch.cdist(emb, emb).square()[upper[0], upper[1]]
+    same = (labels[:, None] == labels[None, :])[upper[0], upper[1]]
+    return roc_auc(distances, same)
+
+
+@pytest.mark.slow
+def test_a_tiny_run_learns_to_tell_unseen_persons_apart():
+    """ROC AUC on persons never seen in training: about chance untrained, above 0.9 trained."""
+    size, nuisance = 32, 0.6
+    train = SyntheticFaces(120, 6, size=size, seed=0, nuisance=nuisance)
+    unseen = SyntheticFaces(30, 4, size=size, seed=0, first_person=50_000, nuisance=nuisance)
+    config = TrainConfig(size=size, p=16, k=4, steps=150, lr=3e-3, encoder_kwargs={"width": 16})
+    torch.manual_seed(config.seed)
+    before = pair_scores(CompactNet(input_size=size, width=16), unseen)
+    result = fit(config, train, progress=False)
+    after = pair_scores(result.encoder, unseen)
+    assert before < 0.8 and after > 0.9 and after - before > 0.15, (before, after)
+    assert result.seconds < 60
+    active = [row["active_fraction"] for row in result.history]
+    assert sum(active[-20:]) < sum(active[:20])
+    assert not math.isnan(result.history[-1]["loss"])
