@@ -113,12 +113,13 @@ def run(args) -> int:
     size = config.size or encoder_class(config.encoder).input_size[0]
     dataset = _dataset(args.data, size)
     joined = init_from_environment()
+    main = is_main_process()
     try:
         result = fit(config, dataset, resume=args.resume, progress=not args.quiet)
     finally:
         if joined:
             torch.distributed.destroy_process_group()
-    if is_main_process():
+    if main:
         summary = {**result.summary(), "config": asdict(config)}
         if args.json:
             print(json.dumps(summary))
