@@ -1,0 +1,170 @@
+"""AlignedFaces: chips of real photos (scikit-image's astronaut), skipped photos, the chip cache.
+
+The "persons" here are crops, flips and colour shifts of one photo: fine for checking what the
+data set holds and when its cache is reused, not as identities.
+"""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from tripletface.data.chips import AlignedFaces, ChipSet
+from tripletface.data.images import load_image
+from tripletface.errors import InputError
+from tripletface.faces.align import face_chips
+from tripletface.faces.detect import FaceDetector
+
+# The astronaut's head with some margin; HOG finds it without upsampling.
+HEAD = (slice(0, 300), slice(90, 370))
+
+
+class CountingDetector(FaceDetector):
+    """HOG without upsampling that counts the photos it is asked about."""
+
+    def __init__(self) -> None:
+        super().__init__("hog", upsample=0)
+        self.calls = 0
+
+    def detect(self, image):
+        self.calls += 1
+        return super().detect(image)
+
+
+def write_photos(root, persons: int = 2, per_person: int = 3) -> None:
+    """root/pN/k.png: the astronaut's head, every other one mirrored, brightness varied."""
+    head = skimage.data.astronaut()[HEAD]
+    for p in range(persons):
+        (root / f"p{p}").mkdir(parents=True)
+        for k in range(per_person):
+            image = head[:, ::-1] if k % 2 else head
+            image = np.clip(image.astype(int) + 12 * k - 25 * p, 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / f"p{p}" / f"{k}.png")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder of 2 persons x 3 face photos plus a coffee cup in p0 and a truncated PNG in p1."""
+    root = tmp_path_factory.mktemp("photos")
+    write_photos(root)
+    Image.fromarray(skimage.data.coffee()[::2, ::2]).save(root / "p0" / "cup.jpg")
+    (root / "p1" / "broken.png").write_bytes((root / "p1" / "0.png").read_bytes()[:200])
+    return root
+
+
+@pytest.fixture
+def folder(photos, tmp_path):
+    """A private copy of the photos that a test may change."""
+    shutil.copytree(photos, tmp_path / "photos")
+    return tmp_path / "photos"
+
+
+def build(root, cache=None, **kwargs):
+    detector = CountingDetector()
+    with pytest.warns(UserWarning, match="skipped 1 photo"):
+        faces = AlignedFaces(root, detector=detector, cache=cache, **kwargs)
+    return faces, detector
+
+
+def test_items_are_aligned_chips_of_the_largest_face(photos):
+    faces, detector = build(photos)
+    assert len(faces) == 6 and faces.classes == ["p0", "p1"]
+    assert faces.labels == [0, 0, 0, 1, 1, 1]
+    assert [p.name for p in faces.paths] == ["0.png", "1.png", "2.png"] * 2
+    image, label = faces[4]
+    assert image.dtype == torch.uint8 and image.shape == (3, 150, 150) and label == 1
+    # The same chip as detecting and aligning the photo by hand.
+    photo = load_image(faces.paths[4])
+    expected = face_chips(photo, detector.detect(photo)[:1])[0]
+    assert np.array_equal(image.permute(1, 2, 0).numpy(), expected)
+    chips, labels = faces.tensors()
+    assert chips.shape == (6, 3, 150, 150) and labels == faces.labels
+
+
+def test_photos_without_a_face_and_unreadable_files_are_reported_and_skipped(photos):
+    with pytest.warns(UserWarning, match=r"1 photo\(s\) without a face and 1 unreadable") as seen:
+        faces = AlignedFaces(photos, detector=CountingDetector())
+    assert "cup.jpg (no face)" in str(seen[0].message)
+    assert "broken.png" in str(seen[0].message)
+    assert [p.name for p in faces.no_face] == ["cup.jpg"]
+    assert [p.name for p, _ in faces.skipped] == ["broken.png"]
+    assert all(p.name not in ("cup.jpg", "broken.png") for p in faces.paths)
+    assert "1 photos without a face and 1 unreadable" in faces.summary()
+
+
+def test_chip_size_and_padding_are_the_callers(photos):
+    faces, _ = build(photos, size=64, padding=0.4)
+    assert faces.chips.shape == (6, 3, 64, 64)
+    wider, _ = build(photos, size=64, padding=0.1)
+    # More padding shows more around the face: the chips differ.
+    assert not torch.equal(faces.chips, wider.chips)
+
+
+@pytest.mark.slow  # detects 16 photos: several seconds on a loaded machine
+def test_the_cache_is_reused_and_only_changed_photos_are_detected_again(folder):
+    cache = folder.parent / "run" / "faces.npz"
+    first, detector = build(folder, cache=cache)
+    assert detector.calls == 7 and first.examined == 8 and cache.is_file()
+    assert not [p for p in cache.parent.iterdir() if p.name != "faces.npz"]  # no temporary file
+
+    again, detector = build(folder, cache=cache)
+    assert detector.calls == 0 and again.reused == 8
+    assert torch.equal(again.chips, first.chips) and again.labels == first.labels
+
+    # Rewrite one photo with other pixels: only it is detected, and its chip follows the file.
+    path = folder / "p1" / "2.png"
+    mirrored = load_image(path)[:, ::-1]
+    Image.fromarray(np.ascontiguousarray(mirrored)).save(path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    changed, detector = build(folder, cache=cache)
+    assert detector.calls == 1 and changed.reused == 7
+    assert torch.equal(changed.chips[:5], first.chips[:5])
+    assert not torch.equal(changed.chips[5], first.chips[5])
+
+    # A new photo is detected, a removed one leaves the set; then the cache is stable again.
+    shutil.copy(folder / "p0" / "0.png", folder / "p1" / "9.png")
+    (folder / "p0" / "1.png").unlink()
+    moved, detector = build(folder, cache=cache)
+    assert detector.calls == 1 and len(moved) == 6 and moved.labels == [0, 0, 1, 1, 1, 1]
+    assert build(folder, cache=cache)[1].calls == 0
+
+
+def test_other_chip_settings_do_not_use_the_cache(folder):
+    cache = folder / "faces.npz"
+    build(folder, cache=cache)
+    other, detector = build(folder, cache=cache, padding=0.3)
+    assert detector.calls == 7 and other.reused == 0
+
+
+def test_a_corrupt_cache_is_rebuilt_with_a_warning(folder):
+    cache = folder / "faces.npz"
+    cache.write_bytes(b"not an npz file")
+    with pytest.warns(UserWarning, match="cache .* is unreadable"):
+        faces, detector = build(folder, cache=cache)
+    assert detector.calls == 7 and len(faces) == 6
+    assert build(folder, cache=cache)[1].calls == 0
+
+
+def test_a_folder_without_any_face_is_refused(tmp_path):
+    (tmp_path / "cups").mkdir()
+    Image.fromarray(skimage.data.coffee()[::2, ::2]).save(tmp_path / "cups" / "a.png")
+    with pytest.warns(UserWarning), pytest.raises(InputError, match="no face found in any photo"):
+        AlignedFaces(tmp_path, detector=CountingDetector())
+
+
+def test_persons_subset_renumbers_labels():
+    chips = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 3, 2, 2).clone()
+    chip_set = ChipSet(chips, [0, 1, 1, 2, 0], ["a", "b", "c"], [f"{i}.png" for i in range(5)])
+    subset = chip_set.persons(["c", "a"])
+    assert subset.classes == ["c", "a"] and subset.labels == [1, 0, 1]
+    assert [int(image[0, 0, 0]) for image, _ in subset] == [0, 3, 4]
+    assert [p.name for p in subset.paths] == ["0.png", "3.png", "4.png"]
+    with pytest.raises(InputError, match="not in this set"):
+        chip_set.persons(["z"])
+    with pytest.raises(InputError, match="differ in count"):
+        ChipSet(chips, [0, 1], ["a", "b"], ["x", "y"])
