@@ -233,6 +233,15 @@ def test_no_new_gallery_in_a_read_only_folder(tmp_path, honest_access):
     assert list(folder.iterdir()) == []
 
 
+def test_read_only_without_a_shared_memory_file(db):
+    with gallery(db) as g:
+        g.add_faces("ada", rows(1))
+    # As in a read-only folder: SQLite cannot create the WAL index file next to the gallery.
+    Path(f"{db}-shm").mkdir()
+    with gallery(db, read_only=True) as g:
+        assert g.people() == [("ada", 1)]
+
+
 def test_opened_read_only_refuses_writes(db):
     gallery(db).close()
     with gallery(db, read_only=True) as g, pytest.raises(GalleryError, match="opened read-only"):

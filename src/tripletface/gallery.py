@@ -91,13 +91,6 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
     uri = f"file:{quote(str(path.resolve()))}?mode={mode}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
     conn.execute("PRAGMA foreign_keys = ON")
-    if mode == "ro":
-        try:
-            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
-        except sqlite3.OperationalError:
-            # A WAL file in a read-only folder cannot get its -shm file: read it as immutable.
-            conn.close()
-            conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
     return conn
 
 
