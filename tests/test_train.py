@@ -247,3 +247,19 @@ def test_a_tiny_run_learns_to_tell_unseen_persons_apart():
     active = [row["active_fraction"] for row in result.history]
     assert sum(active[-20:]) < sum(active[:20])
     assert not math.isnan(result.history[-1]["loss"])
+
+
+def test_an_interrupt_between_steps_keeps_that_step(tmp_path):
+    def interrupt(record):
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            tiny(out=str(tmp_path), checkpoint_every=100),
+            Blobs(),
+            progress=False,
+            callback=interrupt,
+        )
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 3
+    assert fit(tiny(out=str(tmp_path)), Blobs(), progress=False, resume=True).step == 6

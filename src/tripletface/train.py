@@ -306,6 +306,57 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
+def _restore(checkpoint: Path | None, model, optimizer, scheduler) -> tuple[int, int, int]:
+    """Load the run state of ``checkpoint``; returns (step, epoch, batches done in the epoch)."""
+    if checkpoint is None or not checkpoint.is_file():
+        raise InputError(f"cannot resume: no checkpoint {checkpoint}; train without --resume")
+    state = load_checkpoint(checkpoint)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["extra"]["rng"])
+        return state["step"], state["epoch"], state["extra"]["batch"]
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise InputError(
+            f"cannot resume from {checkpoint}: it holds another encoder or optimizer "
+            f"({str(error).splitlines()[0][:100]}); start a new run in another folder"
+        ) from None
+
+
+class _Report:
+    """Where each step's record goes: the progress bar, RUN/metrics.csv and TensorBoard."""
+
+    def __init__(self, out: Path | None, total: int, step: int, resume: bool, progress: bool):
+        self.log = self.writer = None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            self.log = MetricsLog(out / "metrics.csv", step if resume else None)
+            self.writer = _tensorboard(out)
+        self.bar = tqdm(total=total, initial=step, unit="step", disable=not progress)
+
+    def step(self, record: dict) -> None:
+        if self.log:
+            self.log.write(record)
+        if self.writer:
+            for key in ("loss", "active_fraction", "mean_ap", "mean_an", "lr"):
+                self.writer.add_scalar(f"train/{key}", record[key], record["step"])
+        self.bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            active=f"{record['active_fraction']:.1%}",
+            img_s=f"{record['images_per_s']:.0f}",
+            refresh=False,
+        )
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log:
+            self.log.close()
+        if self.writer:
+            self.writer.close()
+
+
 @dataclass
 class RunResult:
     """What ``fit`` returns: the trained encoder (eval mode) and the run's figures."""
@@ -385,32 +436,12 @@ def _fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, config.schedule, total=total, warmup=config.warmup_steps)
     )
-    step, epoch, skip = 0, 0, 0
-    if resume:
-        if checkpoint is None or not checkpoint.is_file():
-            raise InputError(f"cannot resume: no checkpoint {checkpoint}; train without --resume")
-        state = load_checkpoint(checkpoint)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise InputError(
-                f"cannot resume from {checkpoint}: it holds another encoder or optimizer "
-                f"({str(error).splitlines()[0][:100]}); start a new run in another folder"
-            ) from None
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, skip = state["step"], state["epoch"], state["extra"]["batch"]
-        torch.set_rng_state(state["extra"]["rng"])
+    step, epoch, skip = _restore(checkpoint, model, optimizer, scheduler) if resume else (0, 0, 0)
     main = is_main_process()
-    log = writer = None
-    if out and main:
-        out.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(out / "metrics.csv", step if resume else None)
-        writer = _tensorboard(out)
+    report = _Report(out if main else None, total, step, resume, progress and main)
     trained = DistributedDataParallel(model) if is_distributed() else model
-    bar = tqdm(total=total, initial=step, unit="step", disable=not (progress and main))
     history: list[dict] = []
-    collapsed, stop = False, False
+    collapsed, stop, consistent = False, False, True
     started = time.perf_counter()
 
     def save() -> None:
@@ -436,9 +467,10 @@ def _fit(
                     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
                     images = augment(images, generator)
                 lr = optimizer.param_groups[0]["lr"]
+                consistent = False
                 record = train_step(trained, optimizer, images, batch_labels, config)
                 scheduler.step()
-                step, skip = step + 1, skip + 1
+                step, skip, consistent = step + 1, skip + 1, True
                 now = time.perf_counter()
                 record.update(
                     step=step,
@@ -456,20 +488,9 @@ def _fit(
                         f"{record['spread']:.2g}; lower the learning rate or use semihard "
                         "selection instead of hard",
                         RuntimeWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
-                if log:
-                    log.write(record)
-                if writer:
-                    for key in ("loss", "active_fraction", "mean_ap", "mean_an", "lr"):
-                        writer.add_scalar(f"train/{key}", record[key], step)
-                bar.set_postfix(
-                    loss=f"{record['loss']:.4f}",
-                    active=f"{record['active_fraction']:.1%}",
-                    img_s=f"{record['images_per_s']:.0f}",
-                    refresh=False,
-                )
-                bar.update()
+                report.step(record)
                 stop = bool(callback(record)) if callback else False
                 if step >= total or stop:
                     break
@@ -479,14 +500,12 @@ def _fit(
                 epoch, skip = epoch + 1, 0
         save()
     except KeyboardInterrupt:
-        save()
+        # Only a state between two steps resumes exactly; otherwise the last checkpoint stands.
+        if consistent:
+            save()
         raise
     finally:
-        bar.close()
-        if log:
-            log.close()
-        if writer:
-            writer.close()
+        report.close()
     return RunResult(
         encoder=unwrap(model).eval(),
         config=config,
