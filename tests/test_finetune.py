@@ -4,10 +4,17 @@ The photos are one face (scikit-image's astronaut) in several variants, so nothi
 recognition; bench/orl_finetune.py does, on real identities.
 """
 
+import json
+import shlex
+import shutil
+
 import pytest
+import skimage.data
 import torch
+from PIL import Image
 from test_chips import CountingDetector, write_photos
 
+from tripletface.cli import main
 from tripletface.errors import InputError
 from tripletface.finetune import (
     FINETUNE_LR,
@@ -97,3 +104,39 @@ def test_finetuning_moves_the_unfrozen_layers_only_and_resumes(chips, tmp_path):
         if any(name.startswith(prefix) for prefix in config.freeze):
             assert torch.equal(parameter, pretrained[name]), name
     assert not torch.equal(resumed.encoder.head.weight, trained["head.weight"])
+
+
+@pytest.mark.slow  # detects faces and trains dlib-resnet through the CLI twice: ~15 s
+def test_cli_fine_tunes_a_photo_folder_and_resumes_from_the_cache(chips, tmp_path, capsys):
+    root = tmp_path / "photos"
+    shutil.copytree(chips.root, root)
+    Image.fromarray(skimage.data.coffee()[::4, ::4]).save(root / "p0" / "cup.png")
+    run = tmp_path / "run"
+    args = ["train", str(root), "--out", str(run), "--encoder", "dlib-resnet", "--pretrained"]
+    args += shlex.split(
+        "--freeze 5 --steps 1 --p 2 --k 2 --strategy all --threads 1 --quiet --json"
+    )
+    with pytest.warns(UserWarning, match="1 photo.* without a face"):
+        assert main(args) == 0
+    out = capsys.readouterr()
+    config = json.loads(out.out.splitlines()[-1])["config"]
+    assert config["lr"] == FINETUNE_LR and config["freeze"] == ["stages.", "stem."]
+    assert config["strategy"] == "all" and config["encoder_kwargs"] == {"normalize": True}
+    assert "6 face chips of 2 persons" in out.err and "1 photos without a face" in out.err
+    assert (run / "faces.npz").is_file()
+    saved = load_encoder(run / "last.pt")
+    assert isinstance(saved, DlibResNet) and saved.normalized
+
+    again = ["train", str(root), "--out", str(run), "--resume", "--steps", "2", "--quiet", "--json"]
+    with pytest.warns(UserWarning, match="without a face"):
+        assert main(again) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out.splitlines()[-1])["step"] == 2
+    assert "7 from the cache, 0 examined" in out.err
+
+
+def test_cli_refuses_freeze_without_pretrained_and_pretrained_without_weights(tmp_path, capsys):
+    assert main(["train", "synthetic:4x2", "--out", str(tmp_path), "--freeze", "2"]) == 2
+    assert "add --pretrained" in capsys.readouterr().err
+    assert main(["train", "synthetic:4x2", "--out", str(tmp_path), "--pretrained"]) == 2
+    assert "no pretrained weights" in capsys.readouterr().err

@@ -3,12 +3,15 @@
 DATA is a folder holding one sub-folder of images per person, or ``synthetic`` (optionally
 ``synthetic:PERSONS`` or ``synthetic:PERSONSxIMAGES``) for the built-in rendered faces. Runs
 under ``torchrun`` too: each process trains on its share of every P x K batch, triplets are mined
-over the global batch, and only rank 0 writes RUN/.
+over the global batch, and only rank 0 writes RUN/. For an encoder with pretrained weights
+(dlib-resnet) a folder of photos becomes the aligned face chips it takes, detected once and cached
+in RUN/faces.npz; ``--pretrained`` fine-tunes those weights, ``--freeze N`` keeps early stages.
 """
 
 import argparse
 import json
 import re
+import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -44,7 +47,7 @@ def register(subparsers) -> None:
     length.add_argument("--steps", type=int, help="optimizer steps (1000)")
     length.add_argument("--epochs", type=int, help="passes over the data instead of --steps")
     p.add_argument("--optimizer", default="adam", help="adam or sgd (adam)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (1e-3)")
+    p.add_argument("--lr", type=float, help="learning rate (1e-3; 1e-4 with --pretrained)")
     p.add_argument("--schedule", default="cosine", help="cosine, step or constant (cosine)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="(0)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
@@ -55,6 +58,24 @@ def register(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         help="random flips and shifts (default: on for folders, off for synthetic)",
     )
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="fine-tune the encoder's pretrained weights (dlib-resnet)",
+    )
+    p.add_argument(
+        "--freeze",
+        dest="freeze_stages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --pretrained: keep the stem and the first N stages fixed (0)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        help="aligned-face cache of a photo folder for pretrained encoders (RUN/faces.npz)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps (200)")
     p.add_argument(
         "--resume", action="store_true", help="continue RUN/last.pt with its own settings"
@@ -63,8 +84,9 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _dataset(data: str, size: int):
-    """The data set DATA names, its images at size x size."""
+def _dataset(data: str, size: int, encoder: str, cache: Path, progress: bool):
+    """The data set DATA names, its images at size x size; a photo folder for an encoder with
+    pretrained weights gives the aligned face chips that encoder takes."""
     match = SYNTHETIC.fullmatch(data)
     if match:
         from tripletface.data.synthetic import SyntheticFaces
@@ -75,7 +97,12 @@ def _dataset(data: str, size: int):
     if data.startswith("synthetic") and not Path(data).exists():
         raise InputError(f"DATA {data!r}: write synthetic, synthetic:PERSONS or synthetic:PxI")
     from tripletface.data.folders import FolderDataset
+    from tripletface.finetune import aligned_faces, has_pretrained_weights
 
+    if has_pretrained_weights(encoder):
+        faces = aligned_faces(data, encoder, cache=cache, progress=progress)
+        print(faces.summary(), file=sys.stderr)
+        return faces
     return FolderDataset(data, size=(size, size))
 
 
@@ -108,14 +135,21 @@ def run(args) -> int:
     from tripletface.models import encoder_class
     from tripletface.train import check_config, fit
 
-    config = _config(args)
+    config, encoder = _config(args), None
+    if args.freeze_stages and not args.pretrained:
+        raise InputError("--freeze keeps pretrained stages fixed: add --pretrained")
+    if args.pretrained and not args.resume:
+        from tripletface.finetune import finetune_setup
+
+        config, encoder = finetune_setup(config, args.freeze_stages, args.lr)
     check_config(config)
     size = config.size or encoder_class(config.encoder).input_size[0]
-    dataset = _dataset(args.data, size)
+    cache = args.cache or args.out / "faces.npz"
+    dataset = _dataset(args.data, size, config.encoder, cache, not args.quiet)
     joined = init_from_environment()
     main = is_main_process()
     try:
-        result = fit(config, dataset, resume=args.resume, progress=not args.quiet)
+        result = fit(config, dataset, encoder, resume=args.resume, progress=not args.quiet)
     finally:
         if joined:
             torch.distributed.destroy_process_group()
