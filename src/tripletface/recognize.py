@@ -20,6 +20,7 @@ synthetic faces that already fill the frame), reported as one face with the imag
 
 import functools
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -71,6 +72,225 @@ class Enrollment:
     source: str
     box: Box
     added: bool
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A threshold chosen on labelled faces, with its error rates on all their pairs."""
+
+    threshold: float
+    far: float
+    frr: float
+    same_pairs: int
+    different_pairs: int
+
+
+class FaceRecognizer:
+    """Enroll, identify, verify and remove people in a gallery file with one encoder."""
+
+    def __init__(
+        self,
+        gallery: str | Path | None = None,
+        encoder: str | Path | Encoder = "dlib-resnet",
+        threshold: float | None = None,
+        detector: str | None = "auto",
+        read_only: bool = False,
+    ):
+        self.encoder, self.encoder_name = _encoder_and_name(encoder)
+        self.gallery_path = Path(gallery) if gallery is not None else default_gallery_path()
+        self.read_only = read_only
+        self._threshold = threshold
+        padding = getattr(self.encoder, "chip_padding", None)
+        self.chips = ChipMaker(
+            detector if padding is not None else None, self.encoder.input_size[0], padding
+        )
+
+    def enroll(self, name: str, image, largest: bool = False) -> Enrollment:
+        """Add the one face of ``image`` (the largest if ``largest``) to the person ``name``."""
+        source = _name_of(image)
+        face = _pick(source, *self.faces(image), largest)
+        return self._add(name, [(source, _hash_of(image), *face)])[0]
+
+    def identify(self, image) -> list[Match]:
+        """One Match per face in the image: nearest enrolled person, None beyond the threshold."""
+        return self.match(*self.faces(image))
+
+    def verify(self, image, name: str) -> Verification:
+        """Is ``name`` in the image? Decided on the face of the image closest to their faces."""
+        matrix, names = self._enrolled()
+        mine = matrix[np.asarray(names) == name]
+        if len(mine) == 0:
+            raise InputError(
+                f"{name!r} is not enrolled in {self.gallery.path}: see tripletface people"
+            )
+        boxes, embeddings = self.faces(image)
+        _require_face(_name_of(image), boxes)
+        pairs = pairwise_distances(torch.from_numpy(embeddings), torch.from_numpy(mine))
+        distance = float(pairs.min())
+        return Verification(distance <= self.threshold, distance)
+
+    def remove(self, name: str) -> int:
+        """Delete a person and all their enrolled faces; the number of faces removed."""
+        return self.gallery.remove(name)
+
+    def people(self) -> list[tuple[str, int]]:
+        """(name, number of enrolled faces) of every person, by name."""
+        return self.gallery.people()
+
+    @property
+    def threshold(self) -> float:
+        """Accept distances <= this: as given, else the gallery's calibration, else the default."""
+        if self._threshold is not None:
+            return float(self._threshold)
+        if self.gallery_path.exists() and self.gallery.threshold is not None:
+            return float(self.gallery.threshold)
+        if self.encoder_name in DEFAULT_THRESHOLDS:
+            return DEFAULT_THRESHOLDS[self.encoder_name]
+        raise InputError(
+            f"encoder {self.encoder_name} has no default threshold: run tripletface calibrate DIR "
+            "on labelled photos, or pass --threshold (threshold=...)"
+        )
+
+    @functools.cached_property
+    def gallery(self) -> Gallery:
+        """The gallery file, opened (and created unless read-only) on first use."""
+        return Gallery(
+            self.gallery_path,
+            self.encoder_name,
+            self.encoder.fingerprint(),
+            self.encoder.embedding_dim,
+            create=not self.read_only,
+            read_only=self.read_only,
+        )
+
+    @functools.cached_property
+    def index(self) -> GalleryIndex:
+        """Nearest-face search over the gallery, kept in step with its changes."""
+        return GalleryIndex(self.gallery, persist=True)
+
+    def calibrate(self, embeddings: np.ndarray, labels, far: float = 1e-3) -> Calibration:
+        """Choose the threshold at ``far`` on labelled unit-length embeddings; store it."""
+        result = threshold_at_far(embeddings, labels, far)
+        self.gallery.threshold = result.threshold
+        return result
+
+    def faces(self, image) -> tuple[list[Box], np.ndarray]:
+        """Boxes and unit-length embeddings of the faces in one image (path, PIL image or array)."""
+        boxes, chips = self.chips(load_image(image))
+        return boxes, self.embed(chips)
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """Unit-length N x D float32 embeddings of N x H x W x 3 uint8 chips."""
+        batch = torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2).float()
+        embeddings = self.encoder.embed(batch)
+        return torch.nn.functional.normalize(embeddings, dim=1).numpy()
+
+    def match(self, boxes: list[Box], embeddings: np.ndarray) -> list[Match]:
+        """Matches of already embedded faces against the gallery."""
+        threshold = self._ready()
+        if len(boxes) == 0:
+            return []
+        distances, rows = self.index.search(embeddings, 1)
+        names = self.index.names
+        return [
+            Match(box, names[int(row[0])] if dist[0] <= threshold else None, float(dist[0]))
+            for box, dist, row in zip(boxes, np.asarray(distances), np.asarray(rows), strict=True)
+        ]
+
+    def embed_files(
+        self, paths: Iterable[str], workers: int = 2, batch: int = 64
+    ) -> Iterator[tuple[str, list[Box], np.ndarray, str] | tuple[str, TripletfaceError]]:
+        """(path, boxes, embeddings, hash) or (path, error) per file, in order.
+
+        Detection runs per file in ``workers`` processes (dlib holds the GIL while it detects:
+        measured, two threads take as long as one), each building its own detector on first use;
+        the chips of ``batch`` files go through the encoder together in this process.
+        """
+        for group in _batches(_chips_of_files(self.chips, list(paths), workers), batch):
+            chips = [item[2] for item in group if len(item) == 4]
+            embedded = iter(_split(self.embed(np.concatenate(chips)), chips) if chips else [])
+            for item in group:
+                yield (item[0], item[1], next(embedded), item[3]) if len(item) == 4 else item
+
+    def identify_files(self, paths: Iterable[str], workers: int = 2) -> Iterator[tuple]:
+        """(path, list of Match) per file in order, or (path, error) for an unusable file."""
+        self._ready()  # an empty gallery or a missing threshold fails before any detection
+        for item in self.embed_files(paths, workers):
+            yield (item[0], self.match(item[1], item[2])) if len(item) == 4 else item
+
+    def enroll_photos(
+        self, name: str, paths: list[str], largest: bool = False, workers: int = 2
+    ) -> list[Enrollment]:
+        """Enroll several photos of one person, all or none: the first unusable one is raised."""
+        faces = []
+        for item in self.embed_files(paths, workers):
+            if len(item) != 4:
+                raise item[1]
+            path, boxes, embeddings, digest = item
+            faces.append((path, digest, *_pick(path, boxes, embeddings, largest)))
+        return self._add(name, faces)
+
+    def enroll_folders(
+        self, named_paths: Iterable[tuple[str, str]], largest: bool = False, workers: int = 2
+    ) -> Iterator[tuple[str, Enrollment | TripletfaceError]]:
+        """Enroll (name, path) pairs: (path, Enrollment or error) per file, each one committed."""
+        names = {path: name for name, path in named_paths}
+        for item in self.embed_files(names, workers):
+            if len(item) != 4:
+                yield item
+                continue
+            path, boxes, embeddings, digest = item
+            try:
+                face = _pick(path, boxes, embeddings, largest)
+                yield path, self._add(names[path], [(path, digest, *face)])[0]
+            except InputError as error:
+                yield path, error
+
+    def _enrolled(self) -> tuple[np.ndarray, tuple[str, ...]]:
+        matrix, names = self.gallery.embeddings()
+        if len(names) == 0:
+            raise GalleryError(
+                f"{self.gallery.path} is empty: enroll someone first "
+                "(tripletface enroll NAME PHOTO)"
+            )
+        return matrix, names
+
+    def _ready(self) -> float:
+        """The threshold, once the gallery is known to hold someone to compare with."""
+        self._enrolled()
+        return self.threshold
+
+    def _add(self, name: str, faces: list[tuple[str, str, Box, np.ndarray]]) -> list[Enrollment]:
+        """Commit (source, hash, box, embedding) faces of one person in one transaction.
+
+        A file whose content is already in the gallery is not added twice, so that enrolling a
+        folder again after an interruption only adds what is missing.
+        """
+        if not name or name != name.strip() or "/" in name:
+            raise InputError(f"{name!r} is not a usable name: give a non-empty name without '/'")
+        seen: set[str] = set()
+        added = []
+        for _, digest, _, _ in faces:
+            added.append(digest not in seen and not self.gallery.has_hash(digest))
+            seen.add(digest)
+        new = [face for face, fresh in zip(faces, added, strict=True) if fresh]
+        if new:
+            sources, hashes, boxes, embeddings = zip(*new, strict=True)
+            self.gallery.add_faces(
+                name, np.stack(embeddings), list(sources), list(hashes), list(boxes)
+            )
+        return [
+            Enrollment(name, face[0], face[2], fresh)
+            for face, fresh in zip(faces, added, strict=True)
+        ]
+
+
+def _encoder_and_name(encoder: str | Path | Encoder) -> tuple[Encoder, str]:
+    """The encoder and the name the gallery records: registry name, or checkpoint file name."""
+    if isinstance(encoder, Encoder):
+        return encoder.eval(), architecture_name(encoder)
+    name = Path(encoder).name if Path(encoder).suffix == ".pt" else str(encoder)
+    return load_encoder(encoder), name
 
 
 @dataclass(frozen=True)
@@ -158,17 +378,6 @@ def pair_distances(embeddings: np.ndarray, labels) -> tuple[np.ndarray, np.ndarr
     return squared.numpy()[first, second], labels[first] == labels[second]
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """A threshold chosen on labelled faces, with its error rates on all their pairs."""
-
-    threshold: float
-    far: float
-    frr: float
-    same_pairs: int
-    different_pairs: int
-
-
 def threshold_at_far(embeddings: np.ndarray, labels, far: float = 1e-3) -> Calibration:
     """The largest threshold whose false accept rate on all pairs of labelled rows is <= far."""
     if not 0 < far < 1:
@@ -185,221 +394,29 @@ def threshold_at_far(embeddings: np.ndarray, labels, far: float = 1e-3) -> Calib
     )
 
 
-def _encoder_and_name(encoder: str | Path | Encoder) -> tuple[Encoder, str]:
-    """The encoder and the name the gallery records: registry name, or checkpoint file name."""
-    if isinstance(encoder, Encoder):
-        return encoder.eval(), architecture_name(encoder)
-    name = Path(encoder).name if Path(encoder).suffix == ".pt" else str(encoder)
-    return load_encoder(encoder), name
+def _chips_of_files(
+    maker: ChipMaker, paths: list[str], workers: int, ahead: int = 128
+) -> Iterator[tuple]:
+    """_chips_of_file over paths, in order; in a pool of processes when there is work for two.
 
-
-class FaceRecognizer:
-    """Enroll, identify, verify and remove people in a gallery file with one encoder."""
-
-    def __init__(
-        self,
-        gallery: str | Path | None = None,
-        encoder: str | Path | Encoder = "dlib-resnet",
-        threshold: float | None = None,
-        detector: str | None = "auto",
-        read_only: bool = False,
-    ):
-        self.encoder, self.encoder_name = _encoder_and_name(encoder)
-        self.gallery_path = Path(gallery) if gallery is not None else default_gallery_path()
-        self.read_only = read_only
-        self._threshold = threshold
-        padding = getattr(self.encoder, "chip_padding", None)
-        self.chips = ChipMaker(
-            detector if padding is not None else None, self.encoder.input_size[0], padding
-        )
-
-    @functools.cached_property
-    def gallery(self) -> Gallery:
-        """The gallery file, opened (and created unless read-only) on first use."""
-        return Gallery(
-            self.gallery_path,
-            self.encoder_name,
-            self.encoder.fingerprint(),
-            self.encoder.embedding_dim,
-            create=not self.read_only,
-            read_only=self.read_only,
-        )
-
-    @property
-    def threshold(self) -> float:
-        """Accept distances <= this: as given, else the gallery's calibration, else the default."""
-        if self._threshold is not None:
-            return float(self._threshold)
-        if self.gallery_path.exists() and self.gallery.threshold is not None:
-            return float(self.gallery.threshold)
-        if self.encoder_name in DEFAULT_THRESHOLDS:
-            return DEFAULT_THRESHOLDS[self.encoder_name]
-        raise InputError(
-            f"encoder {self.encoder_name} has no default threshold: run tripletface calibrate DIR "
-            "on labelled photos, or pass --threshold (threshold=...)"
-        )
-
-    def embed(self, chips: np.ndarray) -> np.ndarray:
-        """Unit-length N x D float32 embeddings of N x H x W x 3 uint8 chips."""
-        batch = torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2).float()
-        embeddings = self.encoder.embed(batch)
-        return torch.nn.functional.normalize(embeddings, dim=1).numpy()
-
-    def faces(self, image) -> tuple[list[Box], np.ndarray]:
-        """Boxes and unit-length embeddings of the faces in one image (path, PIL image or array)."""
-        boxes, chips = self.chips(load_image(image))
-        return boxes, self.embed(chips)
-
-    def enroll(self, name: str, image, largest: bool = False) -> Enrollment:
-        """Add the one face of ``image`` (the largest if ``largest``) to the person ``name``."""
-        source = _name_of(image)
-        face = _pick(source, *self.faces(image), largest)
-        return self._add(name, [(source, _hash_of(image), *face)])[0]
-
-    def identify(self, image) -> list[Match]:
-        """One Match per face in the image: nearest enrolled person, None beyond the threshold."""
-        return self.match(*self.faces(image))
-
-    def verify(self, image, name: str) -> Verification:
-        """Is ``name`` in the image? Decided on the face of the image closest to their faces."""
-        matrix, names = self._enrolled()
-        mine = matrix[np.asarray(names) == name]
-        if len(mine) == 0:
-            raise InputError(
-                f"{name!r} is not enrolled in {self.gallery.path}: see tripletface people"
-            )
-        boxes, embeddings = self.faces(image)
-        _require_face(_name_of(image), boxes)
-        pairs = pairwise_distances(torch.from_numpy(embeddings), torch.from_numpy(mine))
-        distance = float(pairs.min())
-        return Verification(distance <= self.threshold, distance)
-
-    def remove(self, name: str) -> int:
-        """Delete a person and all their enrolled faces; the number of faces removed."""
-        return self.gallery.remove(name)
-
-    def people(self) -> list[tuple[str, int]]:
-        """(name, number of enrolled faces) of every person, by name."""
-        return self.gallery.people()
-
-    def match(self, boxes: list[Box], embeddings: np.ndarray) -> list[Match]:
-        """Matches of already embedded faces against the gallery."""
-        threshold = self._ready()
-        if len(boxes) == 0:
-            return []
-        distances, rows = self.index.search(embeddings, 1)
-        names = self.index.names
-        return [
-            Match(box, names[int(row[0])] if dist[0] <= threshold else None, float(dist[0]))
-            for box, dist, row in zip(boxes, np.asarray(distances), np.asarray(rows), strict=True)
-        ]
-
-    def calibrate(self, embeddings: np.ndarray, labels, far: float = 1e-3) -> Calibration:
-        """Choose the threshold at ``far`` on labelled unit-length embeddings; store it."""
-        result = threshold_at_far(embeddings, labels, far)
-        self.gallery.threshold = result.threshold
-        return result
-
-    def _enrolled(self) -> tuple[np.ndarray, tuple[str, ...]]:
-        matrix, names = self.gallery.embeddings()
-        if len(names) == 0:
-            raise GalleryError(
-                f"{self.gallery.path} is empty: enroll someone first "
-                "(tripletface enroll NAME PHOTO)"
-            )
-        return matrix, names
-
-    @functools.cached_property
-    def index(self) -> GalleryIndex:
-        """Nearest-face search over the gallery, kept in step with its changes."""
-        return GalleryIndex(self.gallery, persist=True)
-
-    def _ready(self) -> float:
-        """The threshold, once the gallery is known to hold someone to compare with."""
-        self._enrolled()
-        return self.threshold
-
-    def _add(self, name: str, faces: list[tuple[str, str, Box, np.ndarray]]) -> list[Enrollment]:
-        """Commit (source, hash, box, embedding) faces of one person in one transaction.
-
-        A file whose content is already in the gallery is not added twice, so that enrolling a
-        folder again after an interruption only adds what is missing.
-        """
-        if not name or name != name.strip() or "/" in name:
-            raise InputError(f"{name!r} is not a usable name: give a non-empty name without '/'")
-        seen: set[str] = set()
-        added = []
-        for _, digest, _, _ in faces:
-            added.append(digest not in seen and not self.gallery.has_hash(digest))
-            seen.add(digest)
-        new = [face for face, fresh in zip(faces, added, strict=True) if fresh]
-        if new:
-            sources, hashes, boxes, embeddings = zip(*new, strict=True)
-            self.gallery.add_faces(
-                name, np.stack(embeddings), list(sources), list(hashes), list(boxes)
-            )
-        return [
-            Enrollment(name, face[0], face[2], fresh)
-            for face, fresh in zip(faces, added, strict=True)
-        ]
-
-    def embed_files(
-        self, paths: Iterable[str], workers: int = 2, batch: int = 64
-    ) -> Iterator[tuple[str, list[Box], np.ndarray, str] | tuple[str, TripletfaceError]]:
-        """(path, boxes, embeddings, hash) or (path, error) per file, in order.
-
-        Detection runs per file in ``workers`` processes (dlib holds the GIL while it detects:
-        measured, two threads take as long as one), each building its own detector on first use;
-        the chips of ``batch`` files go through the encoder together in this process.
-        """
-        for group in _batches(_chips_of_files(self.chips, list(paths), workers), batch):
-            chips = [item[2] for item in group if len(item) == 4]
-            embedded = iter(_split(self.embed(np.concatenate(chips)), chips) if chips else [])
-            for item in group:
-                yield (item[0], item[1], next(embedded), item[3]) if len(item) == 4 else item
-
-    def identify_files(self, paths: Iterable[str], workers: int = 2) -> Iterator[tuple]:
-        """(path, list of Match) per file in order, or (path, error) for an unusable file."""
-        self._ready()  # an empty gallery or a missing threshold fails before any detection
-        for item in self.embed_files(paths, workers):
-            yield (item[0], self.match(item[1], item[2])) if len(item) == 4 else item
-
-    def enroll_photos(
-        self, name: str, paths: list[str], largest: bool = False, workers: int = 2
-    ) -> list[Enrollment]:
-        """Enroll several photos of one person, all or none: the first unusable one is raised."""
-        faces = []
-        for item in self.embed_files(paths, workers):
-            if len(item) != 4:
-                raise item[1]
-            path, boxes, embeddings, digest = item
-            faces.append((path, digest, *_pick(path, boxes, embeddings, largest)))
-        return self._add(name, faces)
-
-    def enroll_folders(
-        self, named_paths: Iterable[tuple[str, str]], largest: bool = False, workers: int = 2
-    ) -> Iterator[tuple[str, Enrollment | TripletfaceError]]:
-        """Enroll (name, path) pairs: (path, Enrollment or error) per file, each one committed."""
-        names = {path: name for name, path in named_paths}
-        for item in self.embed_files(names, workers):
-            if len(item) != 4:
-                yield item
-                continue
-            path, boxes, embeddings, digest = item
-            try:
-                face = _pick(path, boxes, embeddings, largest)
-                yield path, self._add(names[path], [(path, digest, *face)])[0]
-            except InputError as error:
-                yield path, error
-
-
-def _chips_of_files(maker: ChipMaker, paths: list[str], workers: int) -> Iterator[tuple]:
-    """_chips_of_file over paths, in order, in a pool of processes when there is work for two."""
+    At most ``ahead`` files are in flight, so that memory stays bounded on large folders while
+    the workers keep detecting during the encoder's batches.
+    """
     if workers <= 1 or len(paths) < 2:
         yield from (_chips_of_file(maker, path) for path in paths)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(functools.partial(_chips_of_file, maker), paths, chunksize=2)
+    pool = ProcessPoolExecutor(max_workers=workers)
+    pending: deque = deque()
+    try:
+        for path in paths:
+            pending.append(pool.submit(_chips_of_file, maker, path))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # Stopped early (an error, Ctrl-C): drop the files not started rather than detect them.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
