@@ -8,7 +8,7 @@ from tripletface import __version__
 from tripletface.errors import TripletfaceError
 
 # Each module defines register(subparsers), which adds its subcommands and sets args.run.
-_MODULES: tuple[str, ...] = ("recognize", "evaluate", "synth", "train")
+_MODULES: tuple[str, ...] = ("recognize", "evaluate", "synth", "train", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
