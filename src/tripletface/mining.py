@@ -122,11 +122,13 @@ def _random(positive: Tensor, negative: Tensor, generator: torch.Generator | Non
 
 def _hardest(dist: Tensor, positive: Tensor, negative: Tensor) -> Triplets:
     """Batch-hard triplets: per anchor, its farthest positive and its closest negative."""
-    # argmax/argmin, not max(dim)/min(dim): those are far slower on CPU in torch 2.x.
-    far = torch.where(positive, dist, -float("inf")).argmax(1)
-    near = torch.where(negative, dist, float("inf")).argmin(1)
-    anchor = torch.nonzero(positive.any(1) & negative.any(1)).flatten()
-    return anchor, far[anchor], near[anchor]
+    # argmax/argmin, not max(dim)/min(dim): in float64 those stall for ms on busy cores.
+    far = torch.where(positive, dist, -float("inf")).argmax(1, keepdim=True)
+    near = torch.where(negative, dist, float("inf")).argmin(1, keepdim=True)
+    # An anchor without positives (negatives) gets an index that is not one.
+    found = positive.gather(1, far) & negative.gather(1, near)
+    anchor = torch.nonzero(found.flatten()).flatten()
+    return anchor, far.flatten()[anchor], near.flatten()[anchor]
 
 
 def _semihard(dist: Tensor, positive: Tensor, negative: Tensor) -> Triplets:
