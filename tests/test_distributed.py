@@ -69,6 +69,7 @@ def test_identity_without_a_process_group():
     assert (world_size(), rank(), is_main_process()) == (1, 0, True)
 
 
+@pytest.mark.slow  # two fresh processes joining a gloo group
 def test_two_ranks_mine_the_global_batch_like_one_process(tmp_path):
     mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
