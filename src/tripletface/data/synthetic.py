@@ -75,6 +75,9 @@ TRAIT_SPACE: dict[str, tuple[str, float, float]] = {
     "freckles": ("marks", 0.0, 1.0),
 }
 TRAIT_GROUPS: tuple[str, ...] = tuple(dict.fromkeys(group for group, _, _ in TRAIT_SPACE.values()))
+# Groups a family member may redraw: marks and beards are absent in many persons, so redrawing
+# them would often change nothing visible and leave two members indistinguishable.
+REDRAWN_GROUPS: tuple[str, ...] = tuple(g for g in TRAIT_GROUPS if g not in ("marks", "beard"))
 
 FACE_Y = 0.1
 # Face units -> half-canvas units: the head fills the frame as in an aligned face chip.
@@ -127,9 +130,9 @@ def _traits_from_unit(unit: dict[str, float]) -> Traits:
 
 
 def person_traits(
-    seed: int, person_id: int, family_size: int = 4, redrawn_groups: int = 2, jitter: float = 0.06
+    seed: int, person_id: int, family_size: int = 4, redrawn_groups: int = 3, jitter: float = 0.08
 ) -> Traits:
-    """Traits of one person: the family's, with ``redrawn_groups`` groups redrawn and a jitter.
+    """Traits of one person: the family's, with ``redrawn_groups`` of REDRAWN_GROUPS redrawn.
 
     ``jitter`` is the standard deviation, in unit-interval codes, of the small offset every
     continuous trait gets; choices (hair style, nose style, ...) move only when their group is
@@ -141,8 +144,8 @@ def person_traits(
     if family_size == 1:
         return _traits_from_unit(unit)
     own = np.random.default_rng([seed, 3, person_id])
-    count = min(redrawn_groups, len(TRAIT_GROUPS))
-    redrawn = {TRAIT_GROUPS[i] for i in own.choice(len(TRAIT_GROUPS), count, replace=False)}
+    count = min(redrawn_groups, len(REDRAWN_GROUPS))
+    redrawn = {REDRAWN_GROUPS[i] for i in own.choice(len(REDRAWN_GROUPS), count, replace=False)}
     offsets = own.normal(0.0, jitter, len(TRAIT_SPACE))
     fresh = own.random(len(TRAIT_SPACE))
     for i, (name, (group, low, high)) in enumerate(TRAIT_SPACE.items()):
@@ -170,24 +173,25 @@ def sample_nuisance(rng: np.random.Generator, strength: float = 1.0) -> Nuisance
     u = rng.random(40)
     v = rng.normal(0.0, 1.0, 8)
     grey = np.array([128.0, 128.0, 128.0])
-    background = grey + min(s, 1.0) * (u[0:3] * 255.0 - grey) * 0.8
-    clothes = np.array([90.0, 90.0, 100.0]) + min(s, 1.0) * (u[3:6] * 255.0 - [90.0, 90.0, 100.0])
+    background = grey + min(0.5 * s, 1.0) * (u[0:3] * 255.0 - grey)
+    dark = np.array([90.0, 90.0, 100.0])
+    clothes = dark + min(0.7 * s, 1.0) * (u[3:6] * 255.0 - dark)
     values = {
-        "rotation": s * 0.2 * (2 * u[6] - 1),
-        "yaw": s * 0.45 * (2 * u[7] - 1),
-        "scale": 1.0 + s * 0.1 * (2 * u[8] - 1),
-        "shift_x": s * 0.08 * (2 * u[9] - 1),
-        "shift_y": s * 0.06 * (2 * u[10] - 1),
-        "smile": s * (2 * u[11] - 1),
-        "mouth_open": s * max(0.0, 2 * u[12] - 1),
-        "eye_open": 1.0 - s * 0.7 * u[13] ** 2,
-        "brow_raise": s * 0.04 * (2 * u[14] - 1),
+        "rotation": s * 0.12 * (2 * u[6] - 1),
+        "yaw": s * 0.28 * (2 * u[7] - 1),
+        "scale": 1.0 + s * 0.07 * (2 * u[8] - 1),
+        "shift_x": s * 0.056 * (2 * u[9] - 1),
+        "shift_y": s * 0.042 * (2 * u[10] - 1),
+        "smile": s * 0.7 * (2 * u[11] - 1),
+        "mouth_open": s * 0.7 * max(0.0, 2 * u[12] - 1),
+        "eye_open": 1.0 - s * 0.5 * u[13] ** 2,
+        "brow_raise": s * 0.028 * (2 * u[14] - 1),
         "light_angle": 2 * math.pi * u[15],
-        "light_strength": s * 0.45 * u[16],
-        "brightness": 1.0 + s * 0.25 * (2 * u[17] - 1),
-        "cast_r": 1.0 + s * 0.06 * v[0],
-        "cast_g": 1.0 + s * 0.06 * v[1],
-        "cast_b": 1.0 + s * 0.06 * v[2],
+        "light_strength": s * 0.28 * u[16],
+        "brightness": 1.0 + s * 0.18 * (2 * u[17] - 1),
+        "cast_r": 1.0 + s * 0.042 * v[0],
+        "cast_g": 1.0 + s * 0.042 * v[1],
+        "cast_b": 1.0 + s * 0.042 * v[2],
         "background_r": background[0],
         "background_g": background[1],
         "background_b": background[2],
@@ -196,18 +200,18 @@ def sample_nuisance(rng: np.random.Generator, strength: float = 1.0) -> Nuisance
         "clothes_b": clothes[2],
         "clutter": float(rng.integers(0, 3)) if s > 0 else 0.0,
         "clutter_seed": float(rng.integers(0, 2**31)),
-        "blur": s * 0.9 * u[18] ** 2,
-        "noise": s * 8.0 * u[19],
-        "glasses": float(u[20] < 0.2 * s),
+        "blur": s * 0.63 * u[18] ** 2,
+        "noise": s * 5.6 * u[19],
+        "glasses": float(u[20] < 0.14 * s),
         "sunglasses": float(u[21] < 0.35),
         "glasses_shape": u[22],
         "glasses_grey": 20 + 200 * u[23],
-        "hat": float(u[24] < 0.12 * s),
+        "hat": float(u[24] < 0.084 * s),
         "hat_height": u[25],
         "hat_r": 255 * u[26],
         "hat_g": 255 * u[27],
         "hat_b": 255 * u[28],
-        "hand": float(u[29] < 0.1 * s),
+        "hand": float(u[29] < 0.07 * s),
         "hand_x": 2 * u[30] - 1,
         "hand_y": u[31],
         "hand_angle": 0.6 * (2 * u[32] - 1),
@@ -657,8 +661,8 @@ class SyntheticFaces(Dataset):
         first_person: int = 0,
         family_size: int = 4,
         nuisance: float = 1.0,
-        redrawn_groups: int = 2,
-        jitter: float = 0.06,
+        redrawn_groups: int = 3,
+        jitter: float = 0.08,
     ):
         _check_int("num_persons", num_persons, 1)
         _check_int("images_per_person", images_per_person, 1)
