@@ -64,12 +64,12 @@ def main() -> None:
     for far in sorted({1e-2, args.far, 1e-4}, reverse=True):
         point = threshold_at_far(embeddings, labels, far)
         mark = "  <- chosen default" if far == args.far else ""
-        print(f"{point.threshold:10.4f} {point.far:10.2e} {point.frr:8.2%}  FAR <= {far:g}{mark}")
+        print(f"{point.threshold:10.5f} {point.far:10.2e} {point.frr:8.2%}  FAR <= {far:g}{mark}")
     current = DEFAULT_THRESHOLDS.get(args.encoder)
     if current is not None:
         accepted = distances <= current
         print(
-            f"{current:10.4f} {accepted[~same].mean():10.2e} {1 - accepted[same].mean():8.2%}  "
+            f"{current:10.5f} {accepted[~same].mean():10.2e} {1 - accepted[same].mean():8.2%}  "
             "DEFAULT_THRESHOLDS in tripletface.recognize"
         )
     print(
