@@ -122,3 +122,22 @@ def test_bad_data_and_encoders_exit_2_naming_the_culprit(data, checkpoint, tmp_p
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert err.startswith("tripletface: warning: ") and str(bad) in err
+
+
+def test_an_encoder_of_aligned_chips_sees_detected_faces_and_others_whole_images(tmp_path):
+    from argparse import Namespace
+
+    from test_chips import write_photos
+
+    from tripletface.cli.evaluate import _dataset
+    from tripletface.data.chips import AlignedFaces
+    from tripletface.data.folders import FolderDataset
+
+    write_photos(tmp_path, persons=2, per_person=2)
+    args = Namespace(data=tmp_path, strict=False)
+    chips_encoder = create_encoder("compact", input_size=32, width=4)
+    chips_encoder.chip_padding = 0.25
+    faces = _dataset(args, chips_encoder)
+    assert isinstance(faces, AlignedFaces) and faces.chips.shape[1:] == (3, 32, 32)
+    assert faces.padding == 0.25 and len(faces) == 4
+    assert isinstance(_dataset(args, create_encoder("compact", input_size=32)), FolderDataset)

@@ -58,9 +58,10 @@ def test_only_encoders_with_weights_can_be_pretrained():
 def test_aligned_faces_follow_the_encoders_chip_convention(chips):
     assert chips.chips.shape == (6, 3, 150, 150) and chips.padding == DlibResNet.chip_padding
     assert chips.no_face == [] and chips.classes == ["p0", "p1"]
-    small = aligned_faces(chips.root, "compact", detector=CountingDetector())
-    assert small.chips.shape[2:] == CompactNet.input_size
-    assert small.padding == CompactNet.chip_padding
+    small = aligned_faces(chips.root, "compact", detector=CountingDetector(), padding=0.3)
+    assert small.chips.shape[2:] == CompactNet.input_size and small.padding == 0.3
+    with pytest.raises(InputError, match="whole images"):
+        aligned_faces(chips.root, "compact", detector=CountingDetector())
 
 
 # One face in all photos: the 'persons' coincide and fit may warn that they collapsed.

@@ -187,6 +187,22 @@ def test_resuming_continues_exactly(tmp_path, strategy, dataset):
     assert logged("a") == logged("b")
 
 
+def test_extending_a_finished_cosine_run_restarts_from_its_new_schedule(tmp_path):
+    """The lr saved at the end of a cosine run is 0; a longer resumed run must not keep it."""
+    fit(tiny(out=str(tmp_path), steps=4, schedule="cosine"), Blobs(), progress=False)
+    rates = []
+    fit(
+        tiny(out=str(tmp_path), steps=8, schedule="cosine"),
+        Blobs(),
+        progress=False,
+        resume=True,
+        callback=lambda record: rates.append(record["lr"]),
+    )
+    expected = [tiny().lr * lr_factor("cosine", step, 8) for step in range(4, 8)]
+    assert rates == pytest.approx(expected)
+    assert rates[0] > 0
+
+
 def test_resume_without_a_checkpoint_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no checkpoint"):
         fit(tiny(out=str(tmp_path)), Blobs(), progress=False, resume=True)

@@ -85,12 +85,17 @@ def aligned_faces(
     cache: str | Path | None = None,
     detector: FaceDetector | None = None,
     progress: bool = False,
+    padding: float | None = None,
 ) -> AlignedFaces:
-    """The photos under ROOT/PERSON/ as chips of the size and padding encoder_name expects."""
+    """The photos under ROOT/PERSON/ as chips of the size and padding encoder_name expects
+    (``padding`` overrides it, and gives chips to an encoder that takes whole images)."""
     cls = encoder_class(encoder_name)
     height, width = cls.input_size
     if height != width:
         raise InputError(f"encoder {encoder_name!r} takes {height} x {width} images, not square")
-    return AlignedFaces(
-        root, height, cls.chip_padding, detector=detector, cache=cache, progress=progress
-    )
+    padding = cls.chip_padding if padding is None else padding
+    if padding is None:
+        raise InputError(
+            f"encoder {encoder_name!r} takes whole images, not aligned face chips: give a padding"
+        )
+    return AlignedFaces(root, height, padding, detector=detector, cache=cache, progress=progress)

@@ -315,6 +315,11 @@ def _restore(checkpoint: Path | None, model, optimizer, scheduler) -> tuple[int,
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # A resume may change the run's length: the saved lr belongs to the old schedule.
+        for group, base, factor in zip(
+            optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(scheduler.last_epoch)
         torch.set_rng_state(state["extra"]["rng"])
         return state["step"], state["epoch"], state["extra"]["batch"]
     except (RuntimeError, ValueError, KeyError, TypeError) as error:

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print the figures; returns the exit code."""
     import torch
 
-    from tripletface.data.folders import FolderDataset, read_pairs
+    from tripletface.data.folders import read_pairs
     from tripletface.evaluate import evaluate
     from tripletface.models import load_encoder
 
@@ -120,9 +120,9 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning
         pairs = None if args.pairs is None else read_pairs(args.pairs, args.data)
-        dataset = FolderDataset(args.data, strict=args.strict, progress=sys.stderr.isatty())
         torch.manual_seed(args.seed)  # an untrained encoder's random weights repeat too
         encoder = load_encoder(args.encoder)
+        dataset = _dataset(args, encoder)
         report = evaluate(
             encoder,
             dataset,
@@ -148,6 +148,21 @@ def run(args: argparse.Namespace) -> int:
         for path in figures.get("plots", []):
             print(f"wrote {path}")
     return 0
+
+
+def _dataset(args: argparse.Namespace, encoder):
+    """DATA as the encoder sees it: aligned face chips when it takes them, else whole images."""
+    if encoder.chip_padding is None:
+        from tripletface.data.folders import FolderDataset
+
+        return FolderDataset(args.data, strict=args.strict, progress=sys.stderr.isatty())
+    from tripletface.data.chips import AlignedFaces
+
+    faces = AlignedFaces(
+        args.data, encoder.input_size[0], encoder.chip_padding, progress=sys.stderr.isatty()
+    )
+    print(faces.summary(), file=sys.stderr)
+    return faces
 
 
 def _write_plots(report, folder: Path) -> list[Path]:

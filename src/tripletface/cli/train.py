@@ -3,8 +3,8 @@
 DATA is a folder holding one sub-folder of images per person, or ``synthetic`` (optionally
 ``synthetic:PERSONS`` or ``synthetic:PERSONSxIMAGES``) for the built-in rendered faces. Runs
 under ``torchrun`` too: each process trains on its share of every P x K batch, triplets are mined
-over the global batch, and only rank 0 writes RUN/. For an encoder with pretrained weights
-(dlib-resnet) a folder of photos becomes the aligned face chips it takes, detected once and cached
+over the global batch, and only rank 0 writes RUN/. For an encoder that takes aligned face chips
+(dlib-resnet) a folder of photos becomes those chips, detected once and cached
 in RUN/faces.npz; ``--pretrained`` fine-tunes those weights, ``--freeze N`` keeps early stages.
 """
 
@@ -86,7 +86,7 @@ def register(subparsers) -> None:
 
 def _dataset(data: str, size: int, encoder: str, cache: Path, progress: bool):
     """The data set DATA names, its images at size x size; a photo folder for an encoder with
-    pretrained weights gives the aligned face chips that encoder takes."""
+    aligned chips (dlib-resnet) gives those chips, detected once and cached."""
     match = SYNTHETIC.fullmatch(data)
     if match:
         from tripletface.data.synthetic import SyntheticFaces
@@ -97,9 +97,10 @@ def _dataset(data: str, size: int, encoder: str, cache: Path, progress: bool):
     if data.startswith("synthetic") and not Path(data).exists():
         raise InputError(f"DATA {data!r}: write synthetic, synthetic:PERSONS or synthetic:PxI")
     from tripletface.data.folders import FolderDataset
-    from tripletface.finetune import aligned_faces, has_pretrained_weights
+    from tripletface.finetune import aligned_faces
+    from tripletface.models import encoder_class
 
-    if has_pretrained_weights(encoder):
+    if encoder_class(encoder).chip_padding is not None:
         faces = aligned_faces(data, encoder, cache=cache, progress=progress)
         print(faces.summary(), file=sys.stderr)
         return faces

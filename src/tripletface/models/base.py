@@ -13,8 +13,9 @@ class Encoder(nn.Module):
     embedding_dim: int = 128
     #: (height, width) of the images the encoder expects.
     input_size: tuple[int, int] = (64, 64)
-    #: Padding around the five landmarks when real faces are aligned into chips (dlib convention).
-    chip_padding: float = 0.25
+    #: Padding around the five landmarks of the aligned face chips the encoder takes (dlib's
+    #: convention); None: it takes whole images resized, e.g. synthetic faces that fill the frame.
+    chip_padding: float | None = None
     #: True when forward() returns unit-length rows (FaceNet's ||f(x)|| = 1).
     normalized: bool = True
 
