@@ -728,7 +728,10 @@ def write_person_folders(
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; choose another output path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out}: folder is not empty; choose an empty or new folder, or overwrite")
+        raise InputError(
+            f"{out}: folder is not empty; choose an empty or new folder, "
+            "or write into it anyway (overwrite=True, tripletface synth --force)"
+        )
     width = max(3, len(str(dataset.images_per_person - 1)))
     paths = []
     for index in range(len(dataset)):
