@@ -10,6 +10,7 @@ CPU time and the load average say by how much.
     python bench/demo.py                 # defaults, output in a temporary folder
     python bench/demo.py --out demo-out  # keep the plots and the two runs
     python bench/demo.py --persons 40 --unseen 20 --steps 20 --size 32   # a quick check
+    python bench/demo.py --threads 1     # figures on a busy machine (2 threads then spin-wait)
 """
 
 import argparse
@@ -46,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="output folder (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
-    for name in ("persons", "unseen", "steps", "size"):
+    for name in ("persons", "unseen", "steps", "size", "threads"):
         parser.add_argument(f"--{name}", type=int, help="override the default (quick checks)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -54,7 +55,7 @@ def main() -> None:
         before = _load()
         overrides = {
             name: getattr(args, name)
-            for name in ("persons", "unseen", "steps", "size")
+            for name in ("persons", "unseen", "steps", "size", "threads")
             if getattr(args, name) is not None
         }
         config = DemoConfig(out=out, **overrides)
