@@ -105,6 +105,7 @@ def _progress(items, total: int, what: str):
 
 
 def _warn(path, error: TripletfaceError) -> None:
+    """One line on stderr for a file of a folder that could not be used."""
     message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
     tqdm.write(f"tripletface: skipped {message}", file=sys.stderr)
 
@@ -123,14 +124,13 @@ def enroll(args) -> int:
 def enroll_dir(args) -> int:
     from tripletface.data.folders import _person_images
 
-    named = [
-        (str(path), name) for name, paths in _person_images(args.folder).items() for path in paths
+    pairs = [
+        (name, str(path)) for name, paths in _person_images(args.folder).items() for path in paths
     ]
-    if not named:
+    if not pairs:
         raise InputError(f"{args.folder}: no photos in sub-folders; put each person's in DIR/NAME/")
     rec = _recognizer(args)
     added = skipped = 0
-    pairs = [(name, path) for path, name in named]
     for path, result in _progress(
         rec.enroll_folders(pairs, args.largest, args.workers), len(pairs), "enroll"
     ):
@@ -139,7 +139,7 @@ def enroll_dir(args) -> int:
             skipped += 1
         else:
             added += result.added
-    persons = len({name for _, name in named})
+    persons = len({name for name, _ in pairs})
     print(f"enrolled {added} new faces of {persons} people from {args.folder}; {skipped} skipped")
     return 2 if skipped else 0
 
