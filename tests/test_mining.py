@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tripletface.errors import InputError
-from tripletface.mining import STRATEGIES, mine_triplets
+from tripletface.mining import STRATEGIES, label_groups, mine_triplets
 
 
 @st.composite
@@ -127,3 +127,14 @@ def test_bad_input_is_an_input_error():
         mine_triplets(x.index_fill(0, torch.tensor([2]), float("nan")), labels, "hard")
     with pytest.raises(InputError, match="N x D"):
         mine_triplets(x[0], labels, "hard")
+
+
+@given(labels=st.lists(st.integers(0, 5), min_size=1, max_size=30))
+def test_label_groups_list_each_rows_same_label_rows(labels):
+    labels = torch.tensor(labels)
+    columns, others = label_groups(labels)
+    for row, label in enumerate(labels.tolist()):
+        assert all(labels[c] == label for c in columns[row].tolist())
+        expected = {j for j, other in enumerate(labels.tolist()) if other == label and j != row}
+        assert set(columns[row][others[row]].tolist()) == expected
+        assert int(others[row].sum()) == len(expected)

@@ -11,7 +11,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from tripletface.distances import check_kind, paired_distances, pairwise_distances
+from tripletface.distances import (
+    check_kind,
+    paired_distances,
+    pairwise_distances,
+    ranking_scores,
+)
 from tripletface.errors import InputError
 from tripletface.mining import (
     check_batch,
@@ -144,8 +149,8 @@ def _mined_triplets(
     """
     if strategy == "hard":
         with torch.no_grad():
-            dist = pairwise_distances(embeddings, kind=distance)
-        a, p, n = select_triplets(dist, labels, strategy, generator)
+            scores = ranking_scores(embeddings, kind=distance)
+        a, p, n = select_triplets(scores, labels, strategy, generator, scratch=True)
         d_ap = paired_distances(embeddings[a], embeddings[p], distance)
         d_an = paired_distances(embeddings[a], embeddings[n], distance)
     else:

@@ -82,15 +82,22 @@ def mine_triplets(
 
 
 def select_triplets(
-    dist: Tensor, labels: Tensor, strategy: str, generator: torch.Generator | None = None
+    dist: Tensor,
+    labels: Tensor,
+    strategy: str,
+    generator: torch.Generator | None = None,
+    scratch: bool = False,
 ) -> Triplets:
-    """Index tensors (a, p, n) that `strategy` selects from the N x N distances of labelled rows."""
+    """Index tensors (a, p, n) that `strategy` selects from the N x N distances of labelled rows.
+
+    With `scratch`, "hard" may overwrite `dist` instead of copying it (one N x N pass less).
+    """
     if len(labels) == 0:
         empty = torch.zeros(0, dtype=torch.long, device=dist.device)
         return empty, empty, empty
-    positive, negative = label_masks(labels)
     if strategy == "hard":
-        return _hardest(dist, positive, negative)
+        return _hardest(dist if scratch else dist.clone(), labels)
+    positive, negative = label_masks(labels)
     if strategy == "semihard":
         return _semihard(dist, positive, negative)
     if strategy == "random":
@@ -120,15 +127,40 @@ def _random(positive: Tensor, negative: Tensor, generator: torch.Generator | Non
     return anchor[valid], columns[valid], picked[valid]
 
 
-def _hardest(dist: Tensor, positive: Tensor, negative: Tensor) -> Triplets:
-    """Batch-hard triplets: per anchor, its farthest positive and its closest negative."""
-    # argmax/argmin, not max(dim)/min(dim): in float64 those stall for ms on busy cores.
-    far = torch.where(positive, dist, -float("inf")).argmax(1, keepdim=True)
-    near = torch.where(negative, dist, float("inf")).argmin(1, keepdim=True)
-    # An anchor without positives (negatives) gets an index that is not one.
-    found = positive.gather(1, far) & negative.gather(1, near)
-    anchor = torch.nonzero(found.flatten()).flatten()
-    return anchor, far.flatten()[anchor], near.flatten()[anchor]
+def label_groups(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """N x W columns of each row's same-label rows, and which are other rows than itself.
+
+    W is the largest group; padding repeats the row itself, so every column is a same-label
+    one. O(N W) from one sort of the labels, without an N x N mask.
+    """
+    rows = torch.arange(len(labels), device=labels.device)
+    order = torch.argsort(labels, stable=True)
+    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
+    offsets = torch.arange(int(counts.max()), device=labels.device)
+    starts = (counts.cumsum(0) - counts)[:, None] + offsets
+    group_of = torch.empty_like(order)
+    group_of[order] = torch.repeat_interleave(
+        torch.arange(len(counts), device=labels.device), counts
+    )
+    real = (offsets < counts[:, None])[group_of]
+    columns = order[starts.clamp_max(len(order) - 1)][group_of]
+    columns = torch.where(real, columns, rows[:, None])
+    return columns, columns != rows[:, None]
+
+
+def _hardest(scores: Tensor, labels: Tensor) -> Triplets:
+    """Batch-hard triplets: per anchor, its farthest positive and its closest negative.
+
+    Only the order within each row of `scores` matters (see distances.ranking_scores), and
+    `scores` is overwritten: positives are gathered in O(N K), so that the one N x N pass left
+    is the negatives' min (max/min return values and indices in one pass, argmax needs more).
+    """
+    columns, valid = label_groups(labels)
+    far_score, far_slot = scores.gather(1, columns).masked_fill_(~valid, -float("inf")).max(1)
+    far = columns.gather(1, far_slot[:, None]).flatten()
+    near_score, near = scores.scatter_(1, columns, float("inf")).min(1)
+    anchor = ((far_score > -float("inf")) & (near_score < float("inf"))).nonzero().flatten()
+    return anchor, far[anchor], near[anchor]
 
 
 def _semihard(dist: Tensor, positive: Tensor, negative: Tensor) -> Triplets:
