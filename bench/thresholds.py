@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tripletface.data.folders import _person_images
+from tripletface.data.folders import person_images
 from tripletface.recognize import (
     DEFAULT_THRESHOLDS,
     FaceRecognizer,
@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    named = {str(p): name for name, paths in _person_images(args.data).items() for p in paths}
+    named = {str(p): name for name, paths in person_images(args.data).items() for p in paths}
     with tempfile.TemporaryDirectory() as tmp:
         rec = FaceRecognizer(Path(tmp) / "unused.db", args.encoder)
         embeddings, labels, missed = [], [], []

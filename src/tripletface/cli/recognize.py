@@ -122,10 +122,10 @@ def enroll(args) -> int:
 
 
 def enroll_dir(args) -> int:
-    from tripletface.data.folders import _person_images
+    from tripletface.data.folders import person_images
 
     pairs = [
-        (name, str(path)) for name, paths in _person_images(args.folder).items() for path in paths
+        (name, str(path)) for name, paths in person_images(args.folder).items() for path in paths
     ]
     if not pairs:
         raise InputError(f"{args.folder}: no photos in sub-folders; put each person's in DIR/NAME/")
@@ -271,9 +271,9 @@ def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
 
 
 def calibrate(args) -> int:
-    from tripletface.data.folders import _person_images
+    from tripletface.data.folders import person_images
 
-    named = {str(p): name for name, paths in _person_images(args.folder).items() for p in paths}
+    named = {str(p): name for name, paths in person_images(args.folder).items() for p in paths}
     rec = _recognizer(args)
     embeddings, labels = [], []
     for item in _progress(rec.embed_files(named, args.workers), len(named), "calibrate"):

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from tripletface.data.folders import _person_images
+from tripletface.data.folders import person_images
 from tripletface.data.images import load_image
 from tripletface.errors import InputError
 from tripletface.faces.align import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, face_chips
@@ -116,7 +116,7 @@ class AlignedFaces(ChipSet):
         self.size, self.padding = int(size), float(padding)
         detector = detector or FaceDetector("auto")
         self.cache = None if cache is None else Path(cache)
-        persons = _person_images(self.root)
+        persons = person_images(self.root)
         settings = _settings(self.size, self.padding, detector)
         cached = _read_cache(self.cache, settings) if self.cache else {}
         entries: dict[str, _Entry] = {}

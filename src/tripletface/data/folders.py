@@ -65,7 +65,7 @@ def _decode_error(path: Path) -> str | None:
     return None
 
 
-def _person_images(root: Path) -> dict[str, list[Path]]:
+def person_images(root: Path) -> dict[str, list[Path]]:
     """Image files of each person folder under root, both in sorted name order."""
     if not root.is_dir():
         raise InputError(f"{root}: not a folder; give a folder holding one sub-folder per person")
@@ -131,7 +131,7 @@ class FolderDataset(Dataset):
         self.labels: list[int] = []
         self.paths: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
-        persons = _person_images(self.root)
+        persons = person_images(self.root)
         total = sum(map(len, persons.values()))
         with tqdm(total=total, desc="checking images", disable=not progress) as bar:
             for name, files in persons.items():
