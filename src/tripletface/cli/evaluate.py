@@ -9,31 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-
-def _positive(minimum: int):
-    """An argparse type: an integer of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _share(text: str) -> float:
-    """An argparse type: a fraction in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {value}")
-    return value
+from tripletface.cli.arguments import at_least, share
 
 
 def register(subparsers) -> None:
@@ -54,15 +30,15 @@ def register(subparsers) -> None:
     p.add_argument("--pairs", type=Path, metavar="PAIRS.txt", help="LFW pairs file (paths in DATA)")
     p.add_argument(
         "--pairs-count",
-        type=_positive(2),
+        type=at_least(2),
         default=6000,
         metavar="N",
         help="pairs to draw when no pairs file is given, half same-person (6000)",
     )
-    p.add_argument("--folds", type=_positive(2), default=10, help="verification folds (10)")
+    p.add_argument("--folds", type=at_least(2), default=10, help="verification folds (10)")
     p.add_argument(
         "--unseen-share",
-        type=_share,
+        type=share,
         default=0.2,
         metavar="S",
         help="share of persons left unenrolled for open-set rejection (0.2)",

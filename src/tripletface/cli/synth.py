@@ -3,9 +3,7 @@
 import argparse
 import time
 
-# The integer-with-a-minimum argument type is shared with evaluate (one definition).
-from tripletface.cli.evaluate import _positive as _at_least
-from tripletface.data.synthetic import SyntheticFaces, write_person_folders
+from tripletface.cli.arguments import at_least
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,12 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "use a disjoint range (e.g. --first-person 1000) for unseen persons.",
     )
     parser.add_argument("out", metavar="OUT", help="output folder (new or empty)")
-    parser.add_argument("--persons", type=_at_least(1), default=1000, help="default 1000")
-    parser.add_argument("--images", type=_at_least(1), default=10, help="per person, default 10")
-    parser.add_argument("--size", type=_at_least(16), default=64, help="pixels, default 64")
-    parser.add_argument("--seed", type=_at_least(0), default=0, help="default 0")
+    parser.add_argument("--persons", type=at_least(1), default=1000, help="default 1000")
+    parser.add_argument("--images", type=at_least(1), default=10, help="per person, default 10")
+    parser.add_argument("--size", type=at_least(16), default=64, help="pixels, default 64")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="default 0")
     parser.add_argument(
-        "--first-person", type=_at_least(0), default=0, help="global id of the first person"
+        "--first-person", type=at_least(0), default=0, help="global id of the first person"
     )
     parser.add_argument(
         "--force", action="store_true", help="write into a non-empty OUT, replacing same names"
@@ -33,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render and write the set; prints one summary line."""
+    from tripletface.data.synthetic import SyntheticFaces, write_person_folders
+
     start = time.perf_counter()
     dataset = SyntheticFaces(
         num_persons=args.persons,
