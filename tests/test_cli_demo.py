@@ -61,3 +61,12 @@ def test_a_word_for_a_number_is_a_usage_error():
     result = run_cli("--steps", "many")
     assert result.returncode == 2 and result.stdout == ""
     assert "argument --steps: invalid int value: 'many'" in result.stderr.splitlines()[-1]
+
+
+def test_the_help_quotes_the_defaults_of_the_pipeline():
+    from tripletface.cli.demo import _OPTIONS
+    from tripletface.demo import DemoConfig
+
+    defaults = DemoConfig()
+    for name, (_, meaning) in _OPTIONS.items():
+        assert meaning.endswith(f"({getattr(defaults, name)})"), name
