@@ -129,8 +129,19 @@ def _traits_from_unit(unit: dict[str, float]) -> Traits:
     }
 
 
+#: Trait groups each family member redraws, and the jitter of the rest: the lookalikes' closeness.
+#: Measured with the demo (1000 persons, 1000 semi-hard steps at 48 x 48): 3 groups and 0.08 left
+#: most rank-1 errors inside families and stalled near 94%; 4 and 0.1 reach about 96%.
+REDRAWN_GROUPS_DEFAULT = 4
+JITTER_DEFAULT = 0.1
+
+
 def person_traits(
-    seed: int, person_id: int, family_size: int = 4, redrawn_groups: int = 3, jitter: float = 0.08
+    seed: int,
+    person_id: int,
+    family_size: int = 4,
+    redrawn_groups: int = REDRAWN_GROUPS_DEFAULT,
+    jitter: float = JITTER_DEFAULT,
 ) -> Traits:
     """Traits of one person: the family's, with ``redrawn_groups`` of REDRAWN_GROUPS redrawn.
 
@@ -664,8 +675,8 @@ class SyntheticFaces(Dataset):
         first_person: int = 0,
         family_size: int = 4,
         nuisance: float = 1.0,
-        redrawn_groups: int = 3,
-        jitter: float = 0.08,
+        redrawn_groups: int = REDRAWN_GROUPS_DEFAULT,
+        jitter: float = JITTER_DEFAULT,
     ):
         _check_int("num_persons", num_persons, 1)
         _check_int("images_per_person", images_per_person, 1)
