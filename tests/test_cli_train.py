@@ -24,6 +24,8 @@ def test_trains_on_synthetic_faces_and_prints_json(tmp_path):
     assert summary["config"]["augment"] is False
     assert (run / "metrics.csv").read_text().count("\n") == 4
     assert load_encoder(run / "last.pt").input_size == (24, 24)
+    assert summary["plot"] == str(run / "training.png")
+    assert (run / "training.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_resume_continues_with_the_checkpoint_settings(tmp_path, capsys):

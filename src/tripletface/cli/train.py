@@ -155,13 +155,17 @@ def run(args) -> int:
         if joined:
             torch.distributed.destroy_process_group()
     if main:
+        from tripletface.plots import plot_training
+
         summary = {**result.summary(), "config": asdict(config)}
+        summary["plot"] = str(plot_training(args.out / "metrics.csv", args.out / "training.png"))
         if args.json:
             print(json.dumps(summary))
         else:
             print(
                 f"trained {result.step} steps in {result.seconds:.0f} s "
                 f"({summary['images_per_s']:.0f} images/s), last loss {summary['loss']:.4f}, "
-                f"active {summary['active_fraction']:.1%}; checkpoint {result.checkpoint}"
+                f"active {summary['active_fraction']:.1%}; checkpoint {result.checkpoint}, "
+                f"curves {summary['plot']}"
             )
     return 0
