@@ -4,9 +4,13 @@ import subprocess
 import sys
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m tripletface ARGS`` in a subprocess, its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "tripletface", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tripletface", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -1,19 +1,12 @@
 """``tripletface demo`` through a real process: one JSON object on stdout, usage errors exit 2."""
 
 import json
-import subprocess
-import sys
+from functools import partial
 
 import pytest
+from test_cli import run_cli as run_tripletface
 
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tripletface", "demo", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+run_cli = partial(run_tripletface, "demo", timeout=300)
 
 
 @pytest.mark.slow

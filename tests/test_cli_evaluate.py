@@ -1,11 +1,11 @@
 """``tripletface evaluate`` end to end: through a subprocess, and in-process for the error paths."""
 
 import json
-import subprocess
-import sys
+from functools import partial
 
 import pytest
 import torch
+from test_cli import run_cli as run_tripletface
 from test_evaluate import REQUIRED, write_people
 
 from tripletface.cli import main
@@ -25,13 +25,7 @@ def data(tmp_path_factory):
     return write_people(tmp_path_factory.mktemp("data") / "people", persons=6, images=4)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tripletface", "evaluate", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+run_cli = partial(run_tripletface, "evaluate")
 
 
 @pytest.mark.slow

@@ -1,24 +1,17 @@
 """``tripletface synth`` through a subprocess: the files it writes, its exit codes and messages."""
 
 import shlex
-import subprocess
-import sys
+from functools import partial
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import run_cli as run_tripletface
 
 from tripletface.cli import main
 from tripletface.data.synthetic import SyntheticFaces
 
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tripletface", "synth", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+run_cli = partial(run_tripletface, "synth")
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch: seconds on a loaded machine
