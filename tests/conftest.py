@@ -2,10 +2,27 @@
 
 import os
 
+import numpy as np
+import pytest
+import skimage.data
 import torch
 from hypothesis import settings
+
+from tripletface.faces.detect import FaceDetector
 
 torch.set_num_threads(int(os.environ.get("TRIPLETFACE_TEST_THREADS", "2")))
 settings.register_profile("default", max_examples=60, deadline=None)
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """A real photo with one face, shipped inside scikit-image's wheel (512 x 512 RGB)."""
+    return skimage.data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def hog() -> FaceDetector:
+    """dlib's HOG detector without upsampling: at 2x it also fires on the astronaut's suit."""
+    return FaceDetector("hog", upsample=0)

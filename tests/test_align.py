@@ -20,16 +20,6 @@ from tripletface.faces.align import (
 from tripletface.faces.detect import FaceDetector
 
 
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return skimage.data.astronaut()
-
-
-@pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector("hog", upsample=0)
-
-
 def _dlib_chip(image: np.ndarray, landmarks: np.ndarray, size: int, padding: float) -> np.ndarray:
     """dlib's own chip for integer landmarks (its shapes hold integer points)."""
     parts = [dlib.point(int(x), int(y)) for x, y in landmarks]
@@ -57,19 +47,19 @@ def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(int) - b.astype(int)).mean())
 
 
-def test_chip_matches_dlib_on_a_real_photo(astronaut, detector):
-    face = detector.detect(astronaut)[0]
+def test_chip_matches_dlib_on_a_real_photo(astronaut, hog):
+    face = hog.detect(astronaut)[0]
     for size, padding in [(150, 0.25), (112, 0.1), (64, 0.4)]:
         chip = align_face(astronaut, face.landmarks, size, padding)
         assert chip.shape == (size, size, 3) and chip.dtype == np.uint8
         assert _mean_abs(chip, _dlib_chip(astronaut, face.landmarks, size, padding)) < 0.01
 
 
-def test_chip_matches_dlib_through_its_image_pyramid(astronaut, detector):
+def test_chip_matches_dlib_through_its_image_pyramid(astronaut, hog):
     # A 6x enlarged face: dlib halves the region twice before sampling; so must we.
     region = astronaut[0:260, 120:330]
     large = np.asarray(Image.fromarray(region).resize((region.shape[1] * 6, region.shape[0] * 6)))
-    face = detector.face_in_box(large, (330, 460, 870, 1000))
+    face = hog.face_in_box(large, (330, 460, 870, 1000))
     chip = align_face(large, face.landmarks)
     assert _mean_abs(chip, _dlib_chip(large, face.landmarks, 150, 0.25)) < 0.01
 
@@ -111,15 +101,15 @@ def test_landmarks_of_a_template_shaped_face_land_on_the_template(scale, angle, 
     assert error.max() < 1.0
 
 
-def test_real_landmarks_land_near_the_template(astronaut, detector):
-    face = detector.detect(astronaut)[0]
+def test_real_landmarks_land_near_the_template(astronaut, hog):
+    face = hog.detect(astronaut)[0]
     fitted = np.linalg.norm(_to_chip(face.landmarks) - chip_landmarks(), axis=1)
     # A similarity cannot fit 5 real points exactly: each keeps a residual of about a pixel,
     # but their centroid, which the least-squares fit matches, lands within a pixel.
     centroid = _to_chip(face.landmarks).mean(axis=0) - chip_landmarks().mean(axis=0)
     assert np.linalg.norm(centroid) < 1.0 and fitted.max() < 2.0
     chip = align_face(astronaut, face.landmarks)
-    again = detector.face_in_box(chip, (0, 0, 150, 150)).landmarks
+    again = hog.face_in_box(chip, (0, 0, 150, 150)).landmarks
     redetected = np.linalg.norm(again - chip_landmarks(), axis=1)
     # The predictor's landmarks are whole pixels: half a pixel more.
     assert np.linalg.norm(again.mean(axis=0) - chip_landmarks().mean(axis=0)) < 1.5

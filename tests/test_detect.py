@@ -12,16 +12,6 @@ from tripletface.faces.detect import Face, FaceDetector
 ASTRONAUT_FACE = (176, 76, 268, 172)
 
 
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return skimage.data.astronaut()
-
-
-@pytest.fixture(scope="module")
-def hog() -> FaceDetector:
-    return FaceDetector("hog", upsample=0)
-
-
 def _resized(image: np.ndarray, factor: float) -> np.ndarray:
     size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
