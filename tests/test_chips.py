@@ -13,7 +13,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from tripletface.data.chips import AlignedFaces, ChipSet
+from tripletface.data.chips import AlignedFaces, ChipSet, photo_dataset
 from tripletface.data.images import load_image
 from tripletface.errors import InputError
 from tripletface.faces.align import face_chips
@@ -168,3 +168,15 @@ def test_persons_subset_renumbers_labels():
         chip_set.persons(["z"])
     with pytest.raises(InputError, match="differ in count"):
         ChipSet(chips, [0, 1], ["a", "b"], ["x", "y"])
+
+
+def test_photo_dataset_gives_chips_only_to_encoders_that_take_them(tmp_path):
+    from tripletface.data.folders import FolderDataset
+
+    write_photos(tmp_path, persons=2, per_person=2)
+    whole = photo_dataset(tmp_path, (20, 30), None)
+    assert isinstance(whole, FolderDataset) and whole[0][0].shape == (3, 20, 30)
+    chips = photo_dataset(tmp_path, (40, 40), 0.25)
+    assert isinstance(chips, AlignedFaces) and chips.chips.shape == (4, 3, 40, 40)
+    with pytest.raises(InputError, match="square"):
+        photo_dataset(tmp_path, (40, 30), 0.25)

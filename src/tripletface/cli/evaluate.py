@@ -128,17 +128,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _dataset(args: argparse.Namespace, encoder):
     """DATA as the encoder sees it: aligned face chips when it takes them, else whole images."""
-    if encoder.chip_padding is None:
-        from tripletface.data.folders import FolderDataset
+    from tripletface.data.chips import photo_dataset
 
-        return FolderDataset(args.data, strict=args.strict, progress=sys.stderr.isatty())
-    from tripletface.data.chips import AlignedFaces
-
-    faces = AlignedFaces(
-        args.data, encoder.input_size[0], encoder.chip_padding, progress=sys.stderr.isatty()
+    data = photo_dataset(
+        args.data,
+        tuple(encoder.input_size),
+        encoder.chip_padding,
+        strict=args.strict,
+        progress=sys.stderr.isatty(),
     )
-    print(faces.summary(), file=sys.stderr)
-    return faces
+    if hasattr(data, "summary"):
+        print(data.summary(), file=sys.stderr)
+    return data
 
 
 def _write_plots(report, folder: Path) -> list[Path]:

@@ -96,15 +96,15 @@ def _dataset(data: str, size: int, encoder: str, cache: Path, progress: bool):
         return SyntheticFaces(persons, images, size=size)
     if data.startswith("synthetic") and not Path(data).exists():
         raise InputError(f"DATA {data!r}: write synthetic, synthetic:PERSONS or synthetic:PxI")
-    from tripletface.data.folders import FolderDataset
-    from tripletface.finetune import aligned_faces
+    from tripletface.data.chips import photo_dataset
     from tripletface.models import encoder_class
 
-    if encoder_class(encoder).chip_padding is not None:
-        faces = aligned_faces(data, encoder, cache=cache, progress=progress)
-        print(faces.summary(), file=sys.stderr)
-        return faces
-    return FolderDataset(data, size=(size, size))
+    photos = photo_dataset(
+        data, (size, size), encoder_class(encoder).chip_padding, cache=cache, progress=progress
+    )
+    if hasattr(photos, "summary"):
+        print(photos.summary(), file=sys.stderr)
+    return photos
 
 
 def _config(args):

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from tripletface.data.folders import person_images
+from tripletface.data.folders import FolderDataset, person_images
 from tripletface.data.images import load_image
 from tripletface.errors import InputError
 from tripletface.faces.align import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, face_chips
@@ -177,6 +177,23 @@ class AlignedFaces(ChipSet):
             f"without a face and {len(self.skipped)} unreadable skipped; "
             f"{self.reused} from the cache, {self.examined} examined"
         )
+
+
+def photo_dataset(
+    root: str | Path,
+    size: tuple[int, int],
+    padding: float | None,
+    cache: str | Path | None = None,
+    strict: bool = False,
+    progress: bool = False,
+) -> "AlignedFaces | FolderDataset":
+    """ROOT/PERSON/ photos as an encoder sees them: aligned size x size face chips when it takes
+    chips (``padding`` is its chip_padding), else the whole images resized to size (h, w)."""
+    if padding is None:
+        return FolderDataset(root, size=size, strict=strict, progress=progress)
+    if size[0] != size[1]:
+        raise InputError(f"aligned face chips are square, not {size[0]} x {size[1]}")
+    return AlignedFaces(root, size[0], padding, cache=cache, progress=progress)
 
 
 def _settings(size: int, padding: float, detector: FaceDetector) -> str:
