@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tripletface.data.images import IMAGE_EXTENSIONS, load_image
-from tripletface.errors import InputError
+from tripletface.data.folders import person_images
+from tripletface.data.images import load_image
 from tripletface.faces.align import face_chips
 from tripletface.faces.detect import Face, FaceDetector
 from tripletface.metrics import one_shot_identification, verification_accuracy_kfold
@@ -88,14 +88,9 @@ def main() -> None:
 
 def _orl_files(root: Path) -> tuple[list[Path], list[int]]:
     """Image paths grouped by person folder (sorted), file-name order within each; labels."""
-    if not root.is_dir():
-        raise InputError(f"{root}: ORL folder not found; pass --data PATH (folder per person)")
-    paths, labels = [], []
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    for label, folder in enumerate(folders):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        paths += files
-        labels += [label] * len(files)
+    persons = person_images(root)
+    paths = [path for files in persons.values() for path in files]
+    labels = [label for label, files in enumerate(persons.values()) for _ in files]
     return paths, labels
 
 
