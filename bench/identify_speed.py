@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from tripletface.data.folders import person_images
+
 BIN = Path(sys.executable).parent
 SHIM = """import importlib.util, os
 def resource_filename(package, name):
@@ -47,15 +49,14 @@ def layout(data: Path, work: Path) -> tuple[dict[str, str], Path, Path, Path]:
     for folder in (known_dirs, known_flat, unknown):
         folder.mkdir()
     truth = {}
-    for person in sorted(p for p in data.iterdir() if p.is_dir()):
-        photos = sorted(person.glob("*.png"))
-        (known_dirs / person.name).mkdir()
-        (known_dirs / person.name / photos[0].name).symlink_to(photos[0].resolve())
-        (known_flat / f"{person.name}.png").symlink_to(photos[0].resolve())
+    for person, photos in person_images(data).items():
+        (known_dirs / person).mkdir()
+        (known_dirs / person / photos[0].name).symlink_to(photos[0].resolve())
+        (known_flat / f"{person}{photos[0].suffix}").symlink_to(photos[0].resolve())
         for photo in photos[1:]:
-            name = f"{person.name}_{photo.name}"
+            name = f"{person}_{photo.name}"
             (unknown / name).symlink_to(photo.resolve())
-            truth[name] = person.name
+            truth[name] = person
     return truth, known_dirs, known_flat, unknown
 
 
