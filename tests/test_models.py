@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tripletface.errors import InputError
-from tripletface.models import create_encoder, list_encoders
+from tripletface.models import create_encoder, default_input, list_encoders
 from tripletface.models.base import Encoder
 from tripletface.models.compact import CompactNet
 
@@ -81,3 +81,24 @@ def test_fingerprint_changes_with_the_weights():
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
     assert model.fingerprint() != before
+
+
+@pytest.mark.parametrize("name", list_encoders())
+def test_the_registry_knows_each_encoders_input_without_building_it(name):
+    model = create_encoder(name)
+    assert default_input(name) == (model.input_size[0], model.chip_padding)
+    assert model.input_size[0] == model.input_size[1]
+
+
+def test_a_checkpoint_input_is_only_known_once_read(tmp_path):
+    assert default_input(tmp_path / "run" / "encoder.pt") is None
+    (tmp_path / "compact").write_bytes(b"")  # a file, even named like an architecture
+    assert default_input(tmp_path / "compact") is None
+
+
+def test_the_base_class_is_reexported_lazily():
+    import tripletface.models
+
+    assert tripletface.models.Encoder is Encoder
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        tripletface.models.Nothing  # noqa: B018
