@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from tripletface.data.folders import person_images
+from tripletface.data.images import person_images
 
 BIN = Path(sys.executable).parent
 SHIM = """import importlib.util, os

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tripletface.data.folders import person_images
-from tripletface.data.images import load_image
+from tripletface.data.images import load_image, person_images
 from tripletface.faces.align import face_chips
 from tripletface.faces.detect import Face, FaceDetector
 from tripletface.metrics import one_shot_identification, verification_accuracy_kfold

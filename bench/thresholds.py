@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tripletface.data.folders import person_images
+from tripletface.data.images import person_images
 from tripletface.recognize import (
     DEFAULT_THRESHOLDS,
     FaceRecognizer,

@@ -32,10 +32,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def tf(gallery: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run one tripletface command on a gallery (HOG detection only, one worker)."""
+def tf(gallery: Path, *args: str, workers: int = 1) -> subprocess.CompletedProcess:
+    """Run one tripletface command on a gallery (HOG detection only, one worker by default)."""
     program = ["-c", AS_A_USER] if os.geteuid() == 0 else ["-m", "tripletface"]
-    options = ["--gallery", str(gallery), "--detector", "hog", "--workers", "1"]
+    options = ["--gallery", str(gallery), "--detector", "hog", "--workers", str(workers)]
     return subprocess.run(
         [sys.executable, *program, *args, *options], capture_output=True, text=True, timeout=180
     )
@@ -87,6 +87,11 @@ def test_identify_a_folder_as_json_and_annotated(enrolled, files, tmp_path):
     [face] = report["mirrored.png"]
     assert set(face) == {"box", "name", "distance"} and len(face["box"]) == 4
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == list(report)
+    in_workers = tf(enrolled, "identify", str(folder), "--json", workers=2)
+    faces = [item["faces"] for item in json.loads(in_workers.stdout)]
+    assert [[(f["box"], f["name"]) for f in fs] for fs in faces] == [
+        [(f["box"], f["name"]) for f in fs] for fs in report.values()
+    ]
 
 
 @pytest.mark.slow
@@ -159,13 +164,13 @@ def test_enroll_dir_cluster_and_calibrate(files, tmp_path):
         for name in names:
             (people / person / files[name].name).symlink_to(files[name])
     gallery = tmp_path / "g.db"
-    result = tf(gallery, "enroll-dir", str(people))
+    result = tf(gallery, "enroll-dir", str(people), workers=2)
     assert result.returncode == 2  # notes.png and two.png could not be enrolled
     assert "skipped" in result.stderr and "notes.png" in result.stderr
     with sqlite3.connect(gallery) as db:
         assert db.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 2
 
-    clusters = tf(gallery, "cluster", str(people), "--links", str(tmp_path / "links"))
+    clusters = tf(gallery, "cluster", str(people), "--links", str(tmp_path / "links"), workers=2)
     report = json.loads(clusters.stdout)
     assert [len(group) for group in report["clusters"]] == [4]
     assert [Path(e["file"]).name for e in report["errors"]] == ["notes.png"]

@@ -9,6 +9,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from tripletface.errors import GalleryError, InputError
+from tripletface.faces.extract import ChipMaker, FaceStream
 from tripletface.gallery import Gallery
 from tripletface.recognize import (
     DEFAULT_THRESHOLDS,
@@ -155,6 +156,17 @@ def test_folders_in_parallel_match_one_at_a_time(rec, photos, tmp_path):
     for (_, a), (_, b) in zip(parallel[:1] + parallel[2:], serial[:1] + serial[2:], strict=True):
         assert [(m.box, m.name) for m in a] == [(m.box, m.name) for m in b]
         assert [m.distance for m in a] == pytest.approx([m.distance for m in b], abs=1e-5)
+
+
+def test_a_started_stream_is_used_only_if_it_cuts_this_encoders_chips(rec, photos, tmp_path):
+    path = str(tmp_path / "face.png")
+    Image.fromarray(photos["face"]).save(path)
+    with FaceStream(rec.chips, [path]) as stream:
+        [(_, boxes, embeddings, _)] = rec.embed_files(stream)
+    assert len(boxes) == 1 and embeddings.shape == (1, 128)
+    other = FaceStream(ChipMaker("hog", 150, 0.4), [path])
+    with other, pytest.raises(ValueError, match="this encoder takes"):
+        list(rec.embed_files(other))
 
 
 def test_enrolling_several_photos_is_all_or_none(rec, photos, tmp_path):

@@ -20,21 +20,19 @@ synthetic faces that already fill the frame), reported as one face with the imag
 
 import functools
 import hashlib
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from tripletface import metrics
 from tripletface.data.images import load_image
 from tripletface.distances import pairwise_distances
 from tripletface.errors import GalleryError, InputError, TripletfaceError
+from tripletface.faces.extract import Box, ChipMaker, FaceStream, file_hash
 from tripletface.gallery import Gallery, default_gallery_path
 from tripletface.models import Encoder, load_encoder
 from tripletface.models.checkpoint import architecture_name
@@ -45,8 +43,6 @@ from tripletface.search import GalleryIndex
 # the largest threshold with a false accept rate <= 1e-3, rounded down. dlib-resnet: FAR 9.7e-4,
 # FRR 2.0%.
 DEFAULT_THRESHOLDS: dict[str, float] = {"dlib-resnet": 0.1339}
-
-Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -103,9 +99,7 @@ class FaceRecognizer:
         self.read_only = read_only
         self._threshold = threshold
         padding = getattr(self.encoder, "chip_padding", None)
-        self.chips = ChipMaker(
-            detector if padding is not None else None, self.encoder.input_size[0], padding
-        )
+        self.chips = ChipMaker.for_encoder(detector, self.encoder.input_size[0], padding)
 
     def enroll(self, name: str, image, largest: bool = False) -> Enrollment:
         """Add the one face of ``image`` (the largest if ``largest``) to the person ``name``."""
@@ -184,8 +178,7 @@ class FaceRecognizer:
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """Unit-length N x D float32 embeddings of N x H x W x 3 uint8 chips."""
         batch = torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2).float()
-        embeddings = self.encoder.embed(batch)
-        return torch.nn.functional.normalize(embeddings, dim=1).numpy()
+        return torch.nn.functional.normalize(self.encoder.embed(batch), dim=1).numpy()
 
     def match(self, boxes: list[Box], embeddings: np.ndarray) -> list[Match]:
         """Matches of already embedded faces against the gallery."""
@@ -200,35 +193,47 @@ class FaceRecognizer:
         ]
 
     def embed_files(
-        self, paths: Iterable[str], workers: int = 2, batch: int = 64
+        self, files: Iterable[str] | FaceStream, workers: int = 2, batch: int = 64
     ) -> Iterator[tuple[str, list[Box], np.ndarray, str] | tuple[str, TripletfaceError]]:
         """(path, boxes, embeddings, hash) or (path, error) per file, in order.
 
-        Detection runs per file in ``workers`` processes (dlib holds the GIL while it detects:
-        measured, two threads take as long as one), each building its own detector on first use;
-        the chips of ``batch`` files go through the encoder together in this process, on one
-        thread while the workers run: torch's threads spin-waiting for cores that the workers
-        hold made the encoder 2x slower (measured on ORL, 2 cores).
+        ``files``: paths, detected in ``workers`` processes, or a FaceStream already started
+        with this recognizer's ``chips`` (so that detection overlaps loading the encoder). The
+        chips of ``batch`` files go through the encoder together in this process, on one thread
+        while workers detect: torch's threads spin-waiting for cores that the workers hold made
+        the encoder 2x slower (measured on ORL, 2 cores); on all threads once they are done.
         """
-        for group in _batches(_chips_of_files(self.chips, list(paths), workers), batch):
-            chips = [item[2] for item in group if len(item) == 4]
-            with _torch_threads(1 if workers > 1 else torch.get_num_threads()):
-                embedded = iter(_split(self.embed(np.concatenate(chips)), chips) if chips else [])
-            for item in group:
-                yield (item[0], item[1], next(embedded), item[3]) if len(item) == 4 else item
+        stream = files if isinstance(files, FaceStream) else FaceStream(self.chips, files, workers)
+        if stream.maker != self.chips:
+            raise ValueError(f"the stream makes {stream.maker}, this encoder takes {self.chips}")
+        with stream:
+            for group in _batches(stream, batch):
+                chips = [item[2] for item in group if len(item) == 4]
+                with _torch_threads(1 if stream.detecting else torch.get_num_threads()):
+                    embedded = iter(
+                        _split(self.embed(np.concatenate(chips)), chips) if chips else []
+                    )
+                for item in group:
+                    yield (item[0], item[1], next(embedded), item[3]) if len(item) == 4 else item
 
-    def identify_files(self, paths: Iterable[str], workers: int = 2) -> Iterator[tuple]:
+    def identify_files(
+        self, files: Iterable[str] | FaceStream, workers: int = 2
+    ) -> Iterator[tuple]:
         """(path, list of Match) per file in order, or (path, error) for an unusable file."""
         self._ready()  # an empty gallery or a missing threshold fails before any detection
-        for item in self.embed_files(paths, workers):
+        for item in self.embed_files(files, workers):
             yield (item[0], self.match(item[1], item[2])) if len(item) == 4 else item
 
     def enroll_photos(
-        self, name: str, paths: list[str], largest: bool = False, workers: int = 2
+        self,
+        name: str,
+        files: Iterable[str] | FaceStream,
+        largest: bool = False,
+        workers: int = 2,
     ) -> list[Enrollment]:
         """Enroll several photos of one person, all or none: the first unusable one is raised."""
         faces = []
-        for item in self.embed_files(paths, workers):
+        for item in self.embed_files(files, workers):
             if len(item) != 4:
                 raise item[1]
             path, boxes, embeddings, digest = item
@@ -236,11 +241,16 @@ class FaceRecognizer:
         return self._add(name, faces)
 
     def enroll_folders(
-        self, named_paths: Iterable[tuple[str, str]], largest: bool = False, workers: int = 2
+        self,
+        named_paths: Iterable[tuple[str, str]],
+        largest: bool = False,
+        workers: int = 2,
+        faces: FaceStream | None = None,
     ) -> Iterator[tuple[str, Enrollment | TripletfaceError]]:
-        """Enroll (name, path) pairs: (path, Enrollment or error) per file, each one committed."""
+        """Enroll (name, path) pairs: (path, Enrollment or error) per file, each one committed;
+        ``faces``: a FaceStream already started on those paths, in the same order."""
         names = {path: name for name, path in named_paths}
-        for item in self.embed_files(names, workers):
+        for item in self.embed_files(names if faces is None else faces, workers):
             if len(item) != 4:
                 yield item
                 continue
@@ -298,51 +308,6 @@ def _encoder_and_name(encoder: str | Path | Encoder) -> tuple[Encoder, str]:
     return load_encoder(encoder), name
 
 
-@dataclass(frozen=True)
-class ChipMaker:
-    """Turns an RGB image into the encoder's input: (boxes, N x size x size x 3 uint8 chips)."""
-
-    detector: str | None
-    size: int
-    padding: float | None
-
-    def __call__(self, image: np.ndarray) -> tuple[list[Box], np.ndarray]:
-        if self.detector is None:
-            height, width = image.shape[:2]
-            whole = Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR)
-            return [(0, 0, width, height)], np.array(whole)[None]
-        from tripletface.faces.align import face_chips
-
-        faces = _detector(self.detector).detect(image)
-        boxes = [tuple(int(v) for v in face.box) for face in faces]
-        return boxes, face_chips(image, faces, self.size, self.padding)
-
-
-@functools.cache
-def _detector(method: str):
-    """One detector per process and method, built on first use (workers build their own)."""
-    from tripletface.faces.detect import FaceDetector
-
-    return FaceDetector(method=method)
-
-
-def _chips_of_file(maker: ChipMaker, path: str):
-    """(path, boxes, chips, content hash) of one file, or (path, error) if it cannot be used."""
-    try:
-        return path, *maker(load_image(path)), file_hash(path)
-    except TripletfaceError as error:
-        return path, error
-
-
-def file_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes: the same photo is enrolled once, whatever its name."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _name_of(image) -> str:
     """How an image is named in messages and in the gallery: its path, or its type."""
     return str(image) if isinstance(image, (str, Path)) else f"<{type(image).__name__}>"
@@ -397,31 +362,6 @@ def threshold_at_far(embeddings: np.ndarray, labels, far: float = 1e-3) -> Calib
         int(same.sum()),
         int((~same).sum()),
     )
-
-
-def _chips_of_files(
-    maker: ChipMaker, paths: list[str], workers: int, ahead: int = 128
-) -> Iterator[tuple]:
-    """_chips_of_file over paths, in order; in a pool of processes when there is work for two.
-
-    At most ``ahead`` files are in flight, so that memory stays bounded on large folders while
-    the workers keep detecting during the encoder's batches.
-    """
-    if workers <= 1 or len(paths) < 2:
-        yield from (_chips_of_file(maker, path) for path in paths)
-        return
-    pool = ProcessPoolExecutor(max_workers=workers)
-    pending: deque = deque()
-    try:
-        for path in paths:
-            pending.append(pool.submit(_chips_of_file, maker, path))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        # Stopped early (an error, Ctrl-C): drop the files not started rather than detect them.
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager

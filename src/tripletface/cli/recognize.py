@@ -6,6 +6,7 @@ not be used, even if the others were processed).
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -83,6 +84,20 @@ def _recognizer(args, read_only: bool = False):
     return FaceRecognizer(args.gallery, args.encoder, args.threshold, detector, read_only)
 
 
+def _faces_of(args, paths: list[str]):
+    """Context giving the paths' faces, detection started now in worker processes while the
+    encoder loads, when its input is known without loading it (a registered name); else giving
+    the paths themselves. Leaving it stops the workers, also on an error."""
+    from tripletface.faces.extract import ChipMaker, FaceStream
+    from tripletface.models import default_input
+
+    known = default_input(args.encoder)
+    if known is None:
+        return contextlib.nullcontext(paths)
+    detector = None if args.detector == "none" else args.detector
+    return FaceStream(ChipMaker.for_encoder(detector, *known), paths, args.workers)
+
+
 def _images_in(folder: Path) -> list[Path]:
     """Image files under folder (recursively), sorted; InputError if there are none."""
     from tripletface.data.images import IMAGE_EXTENSIONS
@@ -111,10 +126,8 @@ def _warn(path, error: TripletfaceError) -> None:
 
 
 def enroll(args) -> int:
-    rec = _recognizer(args)
-    records = rec.enroll_photos(
-        args.name, [str(p) for p in args.photos], args.largest, args.workers
-    )
+    with _faces_of(args, [str(p) for p in args.photos]) as faces:
+        records = _recognizer(args).enroll_photos(args.name, faces, args.largest, args.workers)
     for record in records:
         state = "enrolled" if record.added else "already enrolled"
         print(f"{state} {record.name} from {record.source}")
@@ -122,23 +135,24 @@ def enroll(args) -> int:
 
 
 def enroll_dir(args) -> int:
-    from tripletface.data.folders import person_images
+    from tripletface.data.images import person_images
 
     pairs = [
         (name, str(path)) for name, paths in person_images(args.folder).items() for path in paths
     ]
     if not pairs:
         raise InputError(f"{args.folder}: no photos in sub-folders; put each person's in DIR/NAME/")
-    rec = _recognizer(args)
-    added = skipped = 0
-    for path, result in _progress(
-        rec.enroll_folders(pairs, args.largest, args.workers), len(pairs), "enroll"
-    ):
-        if isinstance(result, TripletfaceError):
-            _warn(path, result)
-            skipped += 1
-        else:
-            added += result.added
+    with _faces_of(args, [path for _, path in pairs]) as faces:
+        rec = _recognizer(args)
+        added = skipped = 0
+        for path, result in _progress(
+            rec.enroll_folders(pairs, args.largest, args.workers, faces), len(pairs), "enroll"
+        ):
+            if isinstance(result, TripletfaceError):
+                _warn(path, result)
+                skipped += 1
+            else:
+                added += result.added
     persons = len({name for name, _ in pairs})
     print(f"enrolled {added} new faces of {persons} people from {args.folder}; {skipped} skipped")
     return 2 if skipped else 0
@@ -151,23 +165,24 @@ def _match_json(match) -> dict:
 def identify(args) -> int:
     target: Path = args.target
     files = _images_in(target) if target.is_dir() else [target]
-    rec = _recognizer(args, read_only=True)
-    results, found, bad = [], False, 0
-    outcomes = rec.identify_files(map(str, files), args.workers)
-    for path, outcome in _progress(outcomes, len(files), "identify"):
-        if isinstance(outcome, TripletfaceError):
-            if not target.is_dir():
-                raise outcome
-            _warn(path, outcome)
-            bad += 1
-            results.append({"file": path, "faces": [], "error": str(outcome)})
-            continue
-        found = found or any(m.name is not None for m in outcome)
-        results.append({"file": path, "faces": [_match_json(m) for m in outcome]})
-        if args.annotate:
-            _annotate(Path(path), outcome, _annotated_path(Path(path), target, args.annotate))
-        if not args.json:
-            _print_matches(path, outcome)
+    with _faces_of(args, list(map(str, files))) as faces:
+        rec = _recognizer(args, read_only=True)
+        results, found, bad = [], False, 0
+        outcomes = rec.identify_files(faces, args.workers)
+        for path, outcome in _progress(outcomes, len(files), "identify"):
+            if isinstance(outcome, TripletfaceError):
+                if not target.is_dir():
+                    raise outcome
+                _warn(path, outcome)
+                bad += 1
+                results.append({"file": path, "faces": [], "error": str(outcome)})
+                continue
+            found = found or any(m.name is not None for m in outcome)
+            results.append({"file": path, "faces": [_match_json(m) for m in outcome]})
+            if args.annotate:
+                _annotate(Path(path), outcome, _annotated_path(Path(path), target, args.annotate))
+            if not args.json:
+                _print_matches(path, outcome)
     if args.json:
         # One image per line: readable, greppable, and still one JSON array.
         print("[\n" + ",\n".join(json.dumps(item) for item in results) + "\n]")
@@ -237,17 +252,18 @@ def cluster(args) -> int:
     from tripletface.clustering import cluster_embeddings
 
     files = _images_in(args.folder)
-    rec = _recognizer(args, read_only=True)
-    threshold = rec.threshold
-    faces, embeddings, errors = [], [], []
-    for item in _progress(rec.embed_files(map(str, files), args.workers), len(files), "cluster"):
-        if len(item) != 4:
-            _warn(*item)
-            errors.append({"file": item[0], "error": str(item[1])})
-            continue
-        path, boxes, embedded, _ = item
-        faces += [{"file": path, "box": list(box)} for box in boxes]
-        embeddings.append(embedded)
+    with _faces_of(args, list(map(str, files))) as stream:
+        rec = _recognizer(args, read_only=True)
+        threshold = rec.threshold
+        faces, embeddings, errors = [], [], []
+        for item in _progress(rec.embed_files(stream, args.workers), len(files), "cluster"):
+            if len(item) != 4:
+                _warn(*item)
+                errors.append({"file": item[0], "error": str(item[1])})
+                continue
+            path, boxes, embedded, _ = item
+            faces += [{"file": path, "box": list(box)} for box in boxes]
+            embeddings.append(embedded)
     labels = cluster_embeddings(np.concatenate(embeddings), threshold) if faces else []
     groups = [[] for _ in range(max(labels, default=-1) + 1)]
     for face, label in zip(faces, labels, strict=True):
@@ -271,17 +287,18 @@ def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
 
 
 def calibrate(args) -> int:
-    from tripletface.data.folders import person_images
+    from tripletface.data.images import person_images
 
     named = {str(p): name for name, paths in person_images(args.folder).items() for p in paths}
-    rec = _recognizer(args)
-    embeddings, labels = [], []
-    for item in _progress(rec.embed_files(named, args.workers), len(named), "calibrate"):
-        if len(item) != 4 or len(item[1]) == 0:
-            _warn(item[0], item[1] if len(item) != 4 else InputError("no face found"))
-            continue
-        embeddings.append(item[2][0])  # the largest face
-        labels.append(named[item[0]])
+    with _faces_of(args, list(named)) as faces:
+        rec = _recognizer(args)
+        embeddings, labels = [], []
+        for item in _progress(rec.embed_files(faces, args.workers), len(named), "calibrate"):
+            if len(item) != 4 or len(item[1]) == 0:
+                _warn(item[0], item[1] if len(item) != 4 else InputError("no face found"))
+                continue
+            embeddings.append(item[2][0])  # the largest face
+            labels.append(named[item[0]])
     if len(set(labels)) < 2:
         raise InputError(f"{args.folder}: calibration needs faces of at least two people")
     result = rec.calibrate(np.stack(embeddings), labels, args.far)

@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from tripletface.data.folders import FolderDataset, person_images
-from tripletface.data.images import load_image
+from tripletface.data.folders import FolderDataset
+from tripletface.data.images import load_image, person_images
 from tripletface.errors import InputError
 from tripletface.faces.align import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, face_chips
 from tripletface.faces.detect import FaceDetector

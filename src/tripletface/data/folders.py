@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from tripletface.data.images import IMAGE_EXTENSIONS, load_image
+from tripletface.data.images import IMAGE_EXTENSIONS, load_image, person_images
 from tripletface.errors import InputError
 
 #: How many skipped files a warning names before it only counts the rest.
@@ -63,22 +63,6 @@ def _decode_error(path: Path) -> str | None:
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         return str(error) or type(error).__name__
     return None
-
-
-def person_images(root: Path) -> dict[str, list[Path]]:
-    """Image files of each person folder under root, both in sorted name order."""
-    if not root.is_dir():
-        raise InputError(f"{root}: not a folder; give a folder holding one sub-folder per person")
-    persons = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(
-            p
-            for p in folder.iterdir()
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-        )
-        if files:
-            persons[folder.name] = files
-    return persons
 
 
 def _split_readable(files: list[Path], strict: bool) -> tuple[list[Path], list[tuple[Path, str]]]:

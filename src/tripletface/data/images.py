@@ -179,3 +179,19 @@ def _to_0_255(array: np.ndarray, name: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating) and high <= 1.0:
         return values * 255.0
     return values
+
+
+def person_images(root: Path) -> dict[str, list[Path]]:
+    """Image files of each person folder under root, both in sorted name order."""
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder; give a folder holding one sub-folder per person")
+    persons = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+        )
+        if files:
+            persons[folder.name] = files
+    return persons
