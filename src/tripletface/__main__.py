@@ -1,7 +1,5 @@
 """``python -m tripletface`` runs the CLI."""
 
-import sys
+from tripletface.cli import run
 
-from tripletface.cli import main
-
-sys.exit(main())
+run()

@@ -1,6 +1,7 @@
 """The ``tripletface`` command: one module per group of subcommands, each with ``register()``."""
 
 import argparse
+import gc
 import importlib
 import sys
 
@@ -37,5 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run() -> None:
+    """The ``tripletface`` program: main() in a process that exits when it returns.
+
+    A command imports torch, a million objects that live until exit: collecting rarely, and not
+    over them at exit, saves 0.3 s a command (measured with bench/identify_speed.py).
+    """
+    gc.set_threshold(50_000, 20, 100)
+    code = main()
+    gc.freeze()
+    sys.exit(code)
