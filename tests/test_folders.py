@@ -64,6 +64,7 @@ def test_every_supported_format_loads_and_resizes(tmp_path):
         write_image(tmp_path / "b" / f"y{k}{suffix.upper()}", 200)
     data = FolderDataset(tmp_path, size=(8, 12))
     assert len(data) == 2 * len(FORMATS)
+    assert f"{len(data)} images of 2 persons (resized to 8 x 12)" in data.summary()
     for i in range(len(data)):
         image, _ = data[i]
         assert tuple(image.shape) == (3, 8, 12)
@@ -84,6 +85,7 @@ def test_unreadable_images_are_named_counted_and_skipped(tmp_path):
     assert str(truncated) in message and str(garbage) in message
     assert [path for path, _ in data.skipped] == [truncated, garbage]
     assert truncated not in data.paths and len(data) == 4
+    assert data.summary() == f"{tmp_path}: 4 images of 2 persons (own sizes); 2 unreadable skipped"
 
 
 def test_strict_makes_an_unreadable_image_fatal(tmp_path):

@@ -137,8 +137,7 @@ def _dataset(args: argparse.Namespace, encoder):
         strict=args.strict,
         progress=sys.stderr.isatty(),
     )
-    if hasattr(data, "summary"):
-        print(data.summary(), file=sys.stderr)
+    print(data.summary(), file=sys.stderr)
     return data
 
 

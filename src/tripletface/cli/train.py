@@ -102,8 +102,7 @@ def _dataset(data: str, size: int, encoder: str, cache: Path, progress: bool):
     photos = photo_dataset(
         data, (size, size), encoder_class(encoder).chip_padding, cache=cache, progress=progress
     )
-    if hasattr(photos, "summary"):
-        print(photos.summary(), file=sys.stderr)
+    print(photos.summary(), file=sys.stderr)
     return photos
 
 

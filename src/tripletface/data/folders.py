@@ -142,6 +142,14 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def summary(self) -> str:
+        """One line: images, persons, the size they are resized to, unreadable files skipped."""
+        size = "own sizes" if self.size is None else f"resized to {self.size[0]} x {self.size[1]}"
+        return (
+            f"{self.root}: {len(self)} images of {len(self.classes)} persons ({size}); "
+            f"{len(self.skipped)} unreadable skipped"
+        )
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         pixels = np.require(load_image(self.paths[index]), requirements="W")
         image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
