@@ -1,9 +1,10 @@
 """Pretrained dlib ResNet on ORL (40 persons x 10 photos): one-shot rank-1, 10-fold verification.
 
 ORL photos are 92 x 112 grayscale portraits whose faces nearly fill the frame, so detectors miss
-some of them. Each photo goes down a chain until a face is found, and the bench prints how many
-photos needed each step: HOG on the photo doubled, HOG on it quadrupled, the CNN detector, and
-finally the whole photo taken as the face box (landmarks still predicted inside it). Faces are
+some of them. Faces are found by ``FaceDetector("auto")``, the recognizer's default: HOG on the
+photo doubled, HOG on it quadrupled, then the CNN detector; a photo where all miss takes the whole
+photo as the face box (landmarks still predicted inside it). The bench prints how many photos
+each step served. Faces are
 cut into dlib's 150 x 150 chips (tripletface.faces.align) and encoded by the PyTorch
 ``dlib-resnet`` encoder when it is registered, by dlib's own ``compute_face_descriptor`` otherwise.
 
@@ -34,6 +35,7 @@ from tripletface.faces.detect import Face, FaceDetector
 from tripletface.metrics import one_shot_identification, verification_accuracy_kfold
 
 STEPS = ("hog x2", "hog x4", "cnn x2", "whole photo")
+DETECTOR = FaceDetector("auto", upsample=1)
 
 
 def main() -> None:
@@ -93,26 +95,18 @@ def _orl_files(root: Path) -> tuple[list[Path], list[int]]:
     return paths, labels
 
 
-_CHAIN = (
-    ("hog x2", FaceDetector("hog", upsample=1)),
-    ("hog x4", FaceDetector("hog", upsample=2)),
-    ("cnn x2", FaceDetector("cnn", upsample=1)),
-)
-
-
 def _find_face(image: np.ndarray) -> tuple[str, Face]:
-    """(step that found it, largest face) down the detection chain; the whole photo last."""
-    for step, detector in _CHAIN:
-        faces = detector.detect(image)
-        if faces:
-            return step, faces[0]
+    """(step that found it, largest face); the whole photo when the detectors all miss."""
+    faces = DETECTOR.detect(image)
+    if faces:
+        return f"{faces[0].detector} x{faces[0].scale:g}", faces[0]
     return "whole photo", _whole_photo(image)
 
 
 def _whole_photo(image: np.ndarray) -> Face:
     """The whole photo taken as the face box, landmarks predicted inside it."""
     height, width = image.shape[:2]
-    return _CHAIN[0][1].face_in_box(image, (0, 0, width, height))
+    return DETECTOR.face_in_box(image, (0, 0, width, height))
 
 
 def _difference_from_dlib(images: list[np.ndarray], faces: list[Face], chips: np.ndarray) -> float:

@@ -41,7 +41,7 @@ def test_one_face_in_a_portrait(astronaut, hog):
     assert len(faces) == 1
     face = faces[0]
     _assert_plausible(face, ASTRONAUT_FACE)
-    assert face.detector == "hog" and face.score > 0
+    assert face.detector == "hog" and face.score > 0 and face.scale == 1.0
     assert all(isinstance(v, int) for v in face.box)
     with pytest.raises(ValueError):
         face.landmarks[0, 0] = 0.0
@@ -74,13 +74,15 @@ def test_tiny_face_needs_upsampling(astronaut):
     faces = FaceDetector("auto", upsample=1).detect(tiny)
     assert len(faces) == 1
     _assert_plausible(faces[0], np.array(ASTRONAUT_FACE) * factor)
+    # "auto" reports the step that found it: HOG at 2x missed, HOG at 4x did.
+    assert (faces[0].detector, faces[0].scale) == ("hog", 4.0)
 
 
 def test_huge_image_is_downscaled_and_boxes_mapped_back(astronaut, hog):
     factor = 6000 / 512
     huge = _resized(astronaut, factor)
     faces = FaceDetector("hog", upsample=0, max_side=1000).detect(huge)
-    assert len(faces) == 1
+    assert len(faces) == 1 and faces[0].scale == pytest.approx(1000 / huge.shape[0])
     _assert_plausible(faces[0], np.array(ASTRONAUT_FACE) * factor)
     # Landmarks come from the full-resolution pixels and agree with the small image's.
     small = hog.detect(astronaut)[0].landmarks

@@ -27,12 +27,14 @@ _CNN_MAX_SIDE = 900
 class Face:
     """One face: box (left, top, right, bottom) in original image pixels, right and bottom
     exclusive and clipped to the image; 5 x 2 float (x, y) landmarks in dlib's 5-point order;
-    the detector's score (HOG: SVM margin, CNN: confidence; higher is surer) and its name."""
+    the detector's score (HOG: SVM margin, CNN: confidence; higher is surer), its name, and the
+    factor the image was resized by when it found the face."""
 
     box: tuple[int, int, int, int]
     landmarks: np.ndarray = field(compare=False, repr=False)
     score: float
     detector: str
+    scale: float = 1.0
 
     @property
     def area(self) -> int:
@@ -98,7 +100,7 @@ class FaceDetector:
             self._hog = dlib.get_frontal_face_detector()
         rects, scores, _ = self._hog.run(_rescale(image, scale), 0, self.threshold)
         return [
-            self._face(image, _box_of(rect) / scale, score, "hog")
+            self._face(image, _box_of(rect) / scale, score, "hog", scale)
             for rect, score in zip(rects, scores, strict=True)
         ]
 
@@ -109,10 +111,13 @@ class FaceDetector:
             self._cnn = dlib.cnn_face_detection_model_v1(str(dlib_model_path(CNN_DETECTOR)))
         found = self._cnn(_rescale(image, scale), 0)
         return [
-            self._face(image, _box_of(item.rect) / scale, item.confidence, "cnn") for item in found
+            self._face(image, _box_of(item.rect) / scale, item.confidence, "cnn", scale)
+            for item in found
         ]
 
-    def _face(self, image: np.ndarray, box: np.ndarray, score: float, detector: str) -> Face:
+    def _face(
+        self, image: np.ndarray, box: np.ndarray, score: float, detector: str, scale: float = 1.0
+    ) -> Face:
         """Face from an exclusive float box in original pixels, landmarks from the predictor."""
         if self._predictor is None:
             self._predictor = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_5)))
@@ -122,7 +127,7 @@ class FaceDetector:
         landmarks.setflags(write=False)
         height, width = image.shape[:2]
         clipped = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
-        return Face(box=clipped, landmarks=landmarks, score=float(score), detector=detector)
+        return Face(clipped, landmarks, float(score), detector, float(scale))
 
 
 def _detection_scale(shape: tuple[int, ...], upsample: int, max_side: int) -> float:
