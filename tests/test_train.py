@@ -159,6 +159,14 @@ def test_fit_writes_metrics_and_a_checkpoint_that_loads(tmp_path):
     summary = result.summary()
     assert summary["step"] == 6 and summary["checkpoint"] == str(tmp_path / "last.pt")
     assert not result.collapsed
+    # TensorBoard (a dev dependency) gets the same curves as metrics.csv.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    for key in ("loss", "active_fraction", "mean_ap", "mean_an", "lr"):
+        logged = [(event.step, event.value) for event in events.Scalars(f"train/{key}")]
+        expected = [(int(row["step"]), float(row[key])) for row in rows]
+        assert logged == [(step, pytest.approx(value, rel=1e-5)) for step, value in expected]
 
 
 @pytest.mark.parametrize("strategy, dataset", [("random", Blobs), ("semihard", None)])
