@@ -21,8 +21,8 @@ from tripletface.errors import InputError
 from tripletface.mining import (
     check_batch,
     check_strategy,
-    label_masks,
-    padded_columns,
+    label_groups,
+    negative_mask,
     select_triplets,
     sorted_negatives,
 )
@@ -173,10 +173,10 @@ def _all_triplets(
     anchor's sorted negatives and a lookup in their prefix sums.
     """
     dist = pairwise_distances(embeddings, kind=distance)
-    positive, negative = label_masks(labels)
+    negative = negative_mask(labels)
     with torch.no_grad():
         values, order = sorted_negatives(dist, negative)
-    columns, valid = padded_columns(positive)
+    columns, valid = label_groups(labels)
     d_ap = dist.gather(1, columns)
     # float64 prefix sums: cnt * threshold - prefix is a difference of two large, close sums.
     threshold = d_ap.double() + margin

@@ -38,20 +38,9 @@ def check_strategy(strategy: str) -> None:
         raise InputError(f"strategy {strategy!r} is unknown: use one of {', '.join(STRATEGIES)}")
 
 
-def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """B x B boolean masks (positive: same label, not the anchor itself; negative: other label)."""
-    same = labels[:, None] == labels[None, :]
-    positive = same.clone()
-    positive.diagonal().fill_(False)
-    return positive, ~same
-
-
-def padded_columns(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """B x W column indices holding each row's True entries (W = most per row), and which are."""
-    width = int(mask.sum(1).max()) if mask.numel() else 0
-    # topk of a 0/1 matrix keeps every 1 of a row; sorting the W picks gives a stable column order.
-    columns = torch.topk(mask.to(torch.int8), width, dim=1).indices.sort(1).values
-    return columns, mask.gather(1, columns)
+def negative_mask(labels: Tensor) -> Tensor:
+    """B x B boolean mask, True where the row's and the column's labels differ."""
+    return labels[:, None] != labels[None, :]
 
 
 def sorted_negatives(dist: Tensor, negative: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,33 +86,30 @@ def select_triplets(
         return empty, empty, empty
     if strategy == "hard":
         return _hardest(dist if scratch else dist.clone(), labels)
-    positive, negative = label_masks(labels)
+    columns, valid = label_groups(labels)
+    negative = negative_mask(labels)
     if strategy == "semihard":
-        return _semihard(dist, positive, negative)
+        return _semihard(dist, columns, valid, negative)
     if strategy == "random":
-        return _random(positive, negative, generator)
-    positive &= negative.any(1, keepdim=True)
-    anchor, pos = positive.nonzero(as_tuple=True)
-    neg_columns, neg_valid = padded_columns(negative)
-    keep = neg_valid[anchor]
-    width = neg_columns.shape[1]
-    return (
-        anchor[:, None].expand(-1, width)[keep],
-        pos[:, None].expand(-1, width)[keep],
-        neg_columns[anchor][keep],
-    )
+        return _random(columns, valid, negative, generator)
+    anchor = torch.arange(len(labels), device=labels.device)[:, None].expand_as(columns)
+    anchor, positive = anchor[valid], columns[valid]
+    pair, n = negative[anchor].nonzero(as_tuple=True)
+    return anchor[pair], positive[pair], n
 
 
-def _random(positive: Tensor, negative: Tensor, generator: torch.Generator | None) -> Triplets:
-    """Per anchor-positive pair, one of the anchor's negatives drawn uniformly."""
-    columns, valid = padded_columns(positive)
+def _random(
+    columns: Tensor, valid: Tensor, negative: Tensor, generator: torch.Generator | None
+) -> Triplets:
+    """Per anchor-positive pair (label_groups' columns), one of the anchor's negatives drawn
+    uniformly."""
     n_neg = negative.sum(1, keepdim=True)
-    valid &= n_neg > 0
+    valid = valid & (n_neg > 0)
     draw = (torch.rand(columns.shape, generator=generator) * n_neg).long()
     # The k-th negative of a row (k from 0) is the first column where the running count reaches k+1.
     seen = negative.cumsum(1)
     picked = torch.searchsorted(seen, torch.minimum(draw, n_neg - 1) + 1)
-    anchor = torch.arange(len(positive), device=positive.device)[:, None].expand_as(columns)
+    anchor = torch.arange(len(negative), device=negative.device)[:, None].expand_as(columns)
     return anchor[valid], columns[valid], picked[valid]
 
 
@@ -136,7 +122,7 @@ def label_groups(labels: Tensor) -> tuple[Tensor, Tensor]:
     rows = torch.arange(len(labels), device=labels.device)
     order = torch.argsort(labels, stable=True)
     _, counts = torch.unique_consecutive(labels[order], return_counts=True)
-    offsets = torch.arange(int(counts.max()), device=labels.device)
+    offsets = torch.arange(int(counts.max()) if len(counts) else 0, device=labels.device)
     starts = (counts.cumsum(0) - counts)[:, None] + offsets
     group_of = torch.empty_like(order)
     group_of[order] = torch.repeat_interleave(
@@ -163,12 +149,11 @@ def _hardest(scores: Tensor, labels: Tensor) -> Triplets:
     return anchor, far[anchor], near[anchor]
 
 
-def _semihard(dist: Tensor, positive: Tensor, negative: Tensor) -> Triplets:
+def _semihard(dist: Tensor, columns: Tensor, valid: Tensor, negative: Tensor) -> Triplets:
     """FaceNet triplets: per pair, the closest negative with d(a,n) > d(a,p), else the farthest."""
     values, order = sorted_negatives(dist, negative)
-    columns, valid = padded_columns(positive)
     n_neg = negative.sum(1, keepdim=True)
-    valid &= n_neg > 0
+    valid = valid & (n_neg > 0)
     beyond = torch.searchsorted(values, dist.gather(1, columns), right=True)
     pick = torch.minimum(beyond, n_neg - 1).clamp_min(0)
     negatives = order.gather(1, pick)
