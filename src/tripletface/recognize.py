@@ -245,10 +245,10 @@ class FaceRecognizer:
         named_paths: Iterable[tuple[str, str]],
         largest: bool = False,
         workers: int = 2,
-        faces: FaceStream | None = None,
+        faces: Iterable[str] | FaceStream | None = None,
     ) -> Iterator[tuple[str, Enrollment | TripletfaceError]]:
         """Enroll (name, path) pairs: (path, Enrollment or error) per file, each one committed;
-        ``faces``: a FaceStream already started on those paths, in the same order."""
+        ``faces``: those paths in the same order, or a FaceStream already started on them."""
         names = {path: name for name, path in named_paths}
         for item in self.embed_files(names if faces is None else faces, workers):
             if len(item) != 4:
