@@ -40,13 +40,14 @@ class DemoConfig:
     """Size of a demo run; the defaults fit the 5-minute budget on 2 CPU cores.
 
     bench/demo.py measures them (about 1000 training images/s on 2 idle cores); at 48 x 48 rather
-    than 64 x 64 a step costs 0.55 times as much and leaves time for 1050 steps.
+    than 64 x 64 a step costs 0.55 times as much and leaves time for 1000 steps. With 1050 the
+    whole demo took 276 s on one day and 296 s on another: 1000 keeps some time in hand.
     """
 
     persons: int = 1000  # training persons
     unseen: int = 200  # persons never trained on, for the one-shot and verification figures
     images: int = 10  # pictures per person
-    steps: int = 1050  # optimizer steps of each of the two trainings
+    steps: int = 1000  # optimizer steps of each of the two trainings
     p: int = 32  # persons per batch (capped at ``persons``)
     k: int = 4  # pictures per person in a batch
     size: int = 48  # image side in pixels

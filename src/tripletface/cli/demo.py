@@ -15,7 +15,7 @@ _OPTIONS = {
     "persons": (int, "training persons (1000)"),
     "unseen": (int, "unseen persons, never trained on (200)"),
     "images": (int, "pictures per person (10)"),
-    "steps": (int, "optimizer steps of each training (1050)"),
+    "steps": (int, "optimizer steps of each training (1000)"),
     "size": (int, "image side in pixels (48)"),
     "seed": (int, "seed of the faces, weights and batches (0)"),
     "out": (Path, "folder for the plots and the two runs (demo-out)"),
