@@ -43,11 +43,11 @@ def main() -> None:
         rec = FaceRecognizer(Path(tmp) / "unused.db", args.encoder)
         embeddings, labels, missed = [], [], []
         for item in rec.embed_files(named):
-            if len(item) != 4 or len(item[1]) == 0:
-                missed.append(item[0])
+            if item.error is not None or not item.boxes:
+                missed.append(item.path)
                 continue
-            embeddings.append(item[2][0])
-            labels.append(named[item[0]])
+            embeddings.append(item.embeddings[0])  # the largest face
+            labels.append(named[item.path])
     embeddings = np.stack(embeddings)
     print(
         f"encoder {args.encoder}, data {args.data}: {len(named)} photos, {len(set(labels))} persons"

@@ -36,12 +36,15 @@ def test_workers_give_the_faces_of_this_process_in_order(paths):
         assert stream.parallel
         parallel = list(stream)
     serial = list(FaceStream(HOG_CHIPS, paths, workers=1))
-    assert [item[0] for item in parallel] == [item[0] for item in serial] == paths
-    assert [len(item[1]) for item in parallel[:3]] == [1, 2, 0]
+    assert [item.path for item in parallel] == [item.path for item in serial] == paths
+    assert [len(item.boxes) for item in parallel[:3]] == [1, 2, 0]
     for ours, theirs in zip(parallel[:3], serial[:3], strict=True):
-        assert ours[1] == theirs[1] and ours[3] == theirs[3]
-        np.testing.assert_array_equal(ours[2], theirs[2])
-    assert isinstance(parallel[3][1], InputError) and "notes.png" in str(parallel[3][1])
+        assert ours.boxes == theirs.boxes and ours.digest == theirs.digest
+        assert len(ours.chips) == len(ours.boxes) and ours.error is None
+        np.testing.assert_array_equal(ours.chips, theirs.chips)
+    bad = parallel[3]
+    assert isinstance(bad.error, InputError) and "notes.png" in str(bad.error)
+    assert bad.boxes == [] and bad.chips is None
 
 
 def test_workers_start_at_construction_and_stop_on_close(paths):
@@ -57,7 +60,7 @@ def test_workers_start_at_construction_and_stop_on_close(paths):
 def test_leaving_the_context_early_stops_the_workers(paths):
     with FaceStream(HOG_CHIPS, paths * 5, workers=2) as stream:
         first = next(iter(stream))
-    assert first[0] == paths[0] and mp.active_children() == []
+    assert first.path == paths[0] and mp.active_children() == []
 
 
 def test_one_worker_or_one_file_runs_in_this_process(paths):
@@ -70,9 +73,9 @@ def test_one_worker_or_one_file_runs_in_this_process(paths):
 def test_whole_image_encoders_get_the_resized_image_whatever_the_detector(paths):
     maker = ChipMaker.for_encoder("auto", 64, None)
     assert maker.detector is None
-    _, boxes, chips, _ = faces_of_file(maker, paths[2])
+    whole = faces_of_file(maker, paths[2])
     width, height = Image.open(paths[2]).size
-    assert boxes == [(0, 0, width, height)] and chips.shape == (1, 64, 64, 3)
+    assert whole.boxes == [(0, 0, width, height)] and whole.chips.shape == (1, 64, 64, 3)
     assert ChipMaker.for_encoder("cnn", 150, 0.25) == ChipMaker("cnn", 150, 0.25)
 
 

@@ -162,8 +162,8 @@ def test_a_started_stream_is_used_only_if_it_cuts_this_encoders_chips(rec, photo
     path = str(tmp_path / "face.png")
     Image.fromarray(photos["face"]).save(path)
     with FaceStream(rec.chips, [path]) as stream:
-        [(_, boxes, embeddings, _)] = rec.embed_files(stream)
-    assert len(boxes) == 1 and embeddings.shape == (1, 128)
+        [item] = rec.embed_files(stream)
+    assert len(item.boxes) == 1 and item.embeddings.shape == (1, 128) and item.chips is None
     other = FaceStream(ChipMaker("hog", 150, 0.4), [path])
     with other, pytest.raises(ValueError, match="this encoder takes"):
         list(rec.embed_files(other))

@@ -22,7 +22,7 @@ import functools
 import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from tripletface import metrics
 from tripletface.data.images import load_image
 from tripletface.distances import pairwise_distances
 from tripletface.errors import GalleryError, InputError, TripletfaceError
-from tripletface.faces.extract import Box, ChipMaker, FaceStream, file_hash
+from tripletface.faces.extract import Box, ChipMaker, FaceStream, PhotoFaces, file_hash
 from tripletface.gallery import Gallery, default_gallery_path
 from tripletface.models import Encoder, load_encoder
 from tripletface.models.checkpoint import architecture_name
@@ -194,8 +194,9 @@ class FaceRecognizer:
 
     def embed_files(
         self, files: Iterable[str] | FaceStream, workers: int = 2, batch: int = 64
-    ) -> Iterator[tuple[str, list[Box], np.ndarray, str] | tuple[str, TripletfaceError]]:
-        """(path, boxes, embeddings, hash) or (path, error) per file, in order.
+    ) -> Iterator[PhotoFaces]:
+        """PhotoFaces with ``embeddings`` (unit rows) of each file, in order; unusable files
+        come with their ``error``.
 
         ``files``: paths, detected in ``workers`` processes, or a FaceStream already started
         with this recognizer's ``chips`` (so that detection overlaps loading the encoder). The
@@ -208,21 +209,22 @@ class FaceRecognizer:
             raise ValueError(f"the stream makes {stream.maker}, this encoder takes {self.chips}")
         with stream:
             for group in _batches(stream, batch):
-                chips = [item[2] for item in group if len(item) == 4]
+                chips = [item.chips for item in group if item.error is None]
                 with _torch_threads(1 if stream.detecting else torch.get_num_threads()):
                     embedded = iter(
                         _split(self.embed(np.concatenate(chips)), chips) if chips else []
                     )
                 for item in group:
-                    yield (item[0], item[1], next(embedded), item[3]) if len(item) == 4 else item
+                    done = item.error is None
+                    yield replace(item, chips=None, embeddings=next(embedded)) if done else item
 
     def identify_files(
         self, files: Iterable[str] | FaceStream, workers: int = 2
-    ) -> Iterator[tuple]:
+    ) -> Iterator[tuple[str, list[Match] | TripletfaceError]]:
         """(path, list of Match) per file in order, or (path, error) for an unusable file."""
         self._ready()  # an empty gallery or a missing threshold fails before any detection
         for item in self.embed_files(files, workers):
-            yield (item[0], self.match(item[1], item[2])) if len(item) == 4 else item
+            yield item.path, item.error or self.match(item.boxes, item.embeddings)
 
     def enroll_photos(
         self,
@@ -234,10 +236,10 @@ class FaceRecognizer:
         """Enroll several photos of one person, all or none: the first unusable one is raised."""
         faces = []
         for item in self.embed_files(files, workers):
-            if len(item) != 4:
-                raise item[1]
-            path, boxes, embeddings, digest = item
-            faces.append((path, digest, *_pick(path, boxes, embeddings, largest)))
+            if item.error is not None:
+                raise item.error
+            face = _pick(item.path, item.boxes, item.embeddings, largest)
+            faces.append((item.path, item.digest, *face))
         return self._add(name, faces)
 
     def enroll_folders(
@@ -251,15 +253,14 @@ class FaceRecognizer:
         ``faces``: those paths in the same order, or a FaceStream already started on them."""
         names = {path: name for name, path in named_paths}
         for item in self.embed_files(names if faces is None else faces, workers):
-            if len(item) != 4:
-                yield item
+            if item.error is not None:
+                yield item.path, item.error
                 continue
-            path, boxes, embeddings, digest = item
             try:
-                face = _pick(path, boxes, embeddings, largest)
-                yield path, self._add(names[path], [(path, digest, *face)])[0]
+                face = _pick(item.path, item.boxes, item.embeddings, largest)
+                yield item.path, self._add(names[item.path], [(item.path, item.digest, *face)])[0]
             except InputError as error:
-                yield path, error
+                yield item.path, error
 
     def _enrolled(self) -> tuple[np.ndarray, tuple[str, ...]]:
         matrix, names = self.gallery.embeddings()

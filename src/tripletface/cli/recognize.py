@@ -257,13 +257,12 @@ def cluster(args) -> int:
         threshold = rec.threshold
         faces, embeddings, errors = [], [], []
         for item in _progress(rec.embed_files(stream, args.workers), len(files), "cluster"):
-            if len(item) != 4:
-                _warn(*item)
-                errors.append({"file": item[0], "error": str(item[1])})
+            if item.error is not None:
+                _warn(item.path, item.error)
+                errors.append({"file": item.path, "error": str(item.error)})
                 continue
-            path, boxes, embedded, _ = item
-            faces += [{"file": path, "box": list(box)} for box in boxes]
-            embeddings.append(embedded)
+            faces += [{"file": item.path, "box": list(box)} for box in item.boxes]
+            embeddings.append(item.embeddings)
     labels = cluster_embeddings(np.concatenate(embeddings), threshold) if faces else []
     groups = [[] for _ in range(max(labels, default=-1) + 1)]
     for face, label in zip(faces, labels, strict=True):
@@ -294,11 +293,11 @@ def calibrate(args) -> int:
         rec = _recognizer(args)
         embeddings, labels = [], []
         for item in _progress(rec.embed_files(faces, args.workers), len(named), "calibrate"):
-            if len(item) != 4 or len(item[1]) == 0:
-                _warn(item[0], item[1] if len(item) != 4 else InputError("no face found"))
+            if item.error is not None or not item.boxes:
+                _warn(item.path, item.error or InputError("no face found"))
                 continue
-            embeddings.append(item[2][0])  # the largest face
-            labels.append(named[item[0]])
+            embeddings.append(item.embeddings[0])  # the largest face
+            labels.append(named[item.path])
     if len(set(labels)) < 2:
         raise InputError(f"{args.folder}: calibration needs faces of at least two people")
     result = rec.calibrate(np.stack(embeddings), labels, args.far)

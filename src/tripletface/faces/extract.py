@@ -13,7 +13,7 @@ import multiprocessing as mp
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,23 @@ from tripletface.data.images import load_image
 from tripletface.errors import TripletfaceError
 
 Box = tuple[int, int, int, int]
-#: (path, boxes, N x S x S x 3 uint8 chips, SHA-256 of the file), or (path, error) when unusable.
-FileFaces = tuple[str, list[Box], np.ndarray, str] | tuple[str, TripletfaceError]
+
+
+@dataclass(frozen=True)
+class PhotoFaces:
+    """The faces of one photo file, or the error that made it unusable (then ``error`` is set
+    and there are no faces).
+
+    ``chips`` holds one N x S x S x 3 uint8 chip per box; once encoded, ``embeddings`` holds one
+    N x D row per box instead. ``digest`` is the SHA-256 of the file's bytes.
+    """
+
+    path: str
+    boxes: list[Box] = field(default_factory=list)
+    chips: np.ndarray | None = None
+    digest: str = ""
+    error: TripletfaceError | None = None
+    embeddings: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -65,12 +80,13 @@ def _detector(method: str):
     return FaceDetector(method=method)
 
 
-def faces_of_file(maker: ChipMaker, path: str) -> FileFaces:
+def faces_of_file(maker: ChipMaker, path: str) -> PhotoFaces:
     """The boxes, chips and content hash of one file, or the error that makes it unusable."""
     try:
-        return path, *maker(load_image(path)), file_hash(path)
+        boxes, chips = maker(load_image(path))
+        return PhotoFaces(path, boxes, chips, file_hash(path))
     except TripletfaceError as error:
-        return path, error
+        return PhotoFaces(path, error=error)
 
 
 def file_hash(path: str | Path) -> str:
@@ -108,7 +124,7 @@ class FaceStream:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __iter__(self) -> Iterator[FileFaces]:
+    def __iter__(self) -> Iterator[PhotoFaces]:
         if not self.parallel:
             yield from (faces_of_file(self.maker, path) for path in self.paths)
             return
