@@ -1,16 +1,19 @@
-"""Aligned face chips in dlib's convention, computed in numpy so they match dlib pixel for pixel.
+"""Aligned face chips in dlib's convention, pixel for pixel the chips dlib cuts.
 
 dlib's ``get_face_chip`` fits a similarity transform (Umeyama 1991, least squares) from a canonical
 5-point template, scaled into the chip by ``padding``, onto the detected landmarks; it turns that
-transform into a rotated rectangle in the image and samples it bilinearly. When the rectangle is
-much larger than the chip it first halves the image with a 5-tap binomial pyramid so that the
-bilinear samples do not alias. Every rounding step below follows dlib (``interpolation.h``,
-``image_pyramid.h``) because the pretrained ResNet encoder was trained on exactly these chips.
+transform into a rotated rectangle in the image and samples it bilinearly, after halving the image
+with a binomial pyramid when the rectangle is much larger than the chip. The fit and the
+rectangle are computed here, in numpy, so that any landmarks work (float ones too, which dlib's
+own call does not take) and the geometry can be tested; the sampling is dlib's
+``extract_image_chip``, in C++: six times faster than the same arithmetic in numpy (measured on
+ORL, 1.8 against 0.3 ms a chip). The pretrained ResNet encoder was trained on exactly these chips.
 """
 
 from collections.abc import Sequence
 from typing import Protocol
 
+import dlib
 import numpy as np
 
 from tripletface.data.images import require_rgb
@@ -31,10 +34,6 @@ TEMPLATE_5 = np.array(
 
 DLIB_CHIP_SIZE = 150
 DLIB_CHIP_PADDING = 0.25
-
-_BINOMIAL_5 = np.array([1, 4, 6, 4, 1], dtype=np.int64)
-# Where dlib's 2x pyramid puts an input point in the downsampled image: p / 2 - offset.
-_PYRAMID_OFFSET = np.array([1.25, 0.75])
 
 
 class HasLandmarks(Protocol):
@@ -86,21 +85,14 @@ def align_face(
     padding: float = DLIB_CHIP_PADDING,
 ) -> np.ndarray:
     """size x size x 3 uint8 chip of the face whose 5 x 2 landmarks are given, as dlib cuts it."""
-    image = require_rgb(image, "align_face")
+    image = np.ascontiguousarray(require_rgb(image, "align_face"))
     centre, angle, width = _chip_rectangle(landmarks, size, padding)
-    levels = _pyramid_levels(width, size)
-    if levels == 0:
-        return _sample_bilinear(image, _rectangle_to_affine(centre, angle, width, size), size)
-    left, top, source = _pyramid_source(image, centre, angle, width, levels)
-    corner = np.array([left, top], dtype=np.float64)
-    # dlib maps the rectangle's corners down the pyramid one level at a time.
-    low, high = centre - (width - 1) / 2 - corner, centre + (width - 1) / 2 - corner
-    for _ in range(levels):
-        low, high = low / 2 - _PYRAMID_OFFSET, high / 2 - _PYRAMID_OFFSET
-    level_width = high[0] - low[0] + 1
-    level_centre = (low + high) / 2
-    transform = _rectangle_to_affine(level_centre, angle, level_width, size)
-    return _sample_bilinear(source, transform, size)
+    half = (width - 1) / 2
+    rectangle = dlib.drectangle(
+        centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half
+    )
+    chip = dlib.chip_details(rectangle, dlib.chip_dims(size, size), angle)
+    return dlib.extract_image_chip(image, chip)
 
 
 def face_chips(
@@ -145,74 +137,3 @@ def _rectangle_to_affine(centre: np.ndarray, angle: float, width: float, size: i
     linear = np.array([[cos, -sin], [sin, cos]]) * ((width - 1) / (size - 1))
     offset = centre - linear @ np.full(2, (size - 1) / 2)
     return np.hstack([linear, offset[:, None]])
-
-
-def _pyramid_levels(width: float, size: int) -> int:
-    """How many 2x pyramid halvings dlib applies before sampling a chip of this rectangle side."""
-    levels = 0
-    side = width
-    # rect_down shifts both corners equally, so only the side length matters: (side - 1) / 2 + 1.
-    while ((side - 1) / 2 + 1) ** 2 > size * size:
-        side = (side - 1) / 2 + 1
-        levels += 1
-    return levels
-
-
-def _pyramid_source(
-    image: np.ndarray, centre: np.ndarray, angle: float, width: float, levels: int
-) -> tuple[int, int, np.ndarray]:
-    """(left, top, image) of the cropped region dlib downsamples ``levels`` times for this chip."""
-    half = (width - 1) / 2
-    corners = np.array([[-half, -half], [half, -half], [-half, half], [half, half]])
-    cos, sin = np.cos(angle), np.sin(angle)
-    rotated = corners @ np.array([[cos, sin], [-sin, cos]]) + centre
-    grow = 2.0
-    for _ in range(levels):
-        grow = grow * 2 + 2
-    low = np.maximum(rotated.min(axis=0) - grow, 0)
-    high = np.minimum(rotated.max(axis=0) + grow, [image.shape[1] - 1, image.shape[0] - 1])
-    left, top = np.floor(low + 0.5).astype(int)
-    right, bottom = np.floor(high + 0.5).astype(int)
-    source = image[top : bottom + 1, left : right + 1]
-    for _ in range(levels):
-        source = _pyramid_down(source)
-    return int(left), int(top), source
-
-
-def _pyramid_down(image: np.ndarray) -> np.ndarray:
-    """dlib's pyramid_down<2>: 5-tap binomial filter, every other pixel, integer division by 256."""
-    rows, cols = image.shape[:2]
-    if rows <= 8 or cols <= 8:
-        return np.zeros((0, 0, 3), dtype=np.uint8)
-    out_cols = (cols - 3) // 2
-    wide = image.astype(np.int64)
-    horizontal = sum(w * wide[:, k : k + 2 * out_cols : 2] for k, w in enumerate(_BINOMIAL_5))
-    out_rows = (rows - 3) // 2
-    vertical = sum(w * horizontal[k : k + 2 * out_rows : 2] for k, w in enumerate(_BINOMIAL_5))
-    return (vertical // 256).astype(np.uint8)
-
-
-def _sample_bilinear(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
-    """size x size chip with chip pixel (x, y) = bilinear image value at transform @ (x, y, 1);
-    samples whose 2 x 2 neighbourhood leaves the image are black, values truncated like dlib."""
-    rows, cols = image.shape[:2]
-    if rows < 2 or cols < 2:  # no 2 x 2 neighbourhood at all
-        return np.zeros((size, size, 3), dtype=np.uint8)
-    grid = np.arange(size, dtype=np.float64)
-    xs = transform[0, 0] * grid[None, :] + transform[0, 1] * grid[:, None] + transform[0, 2]
-    ys = transform[1, 0] * grid[None, :] + transform[1, 1] * grid[:, None] + transform[1, 2]
-    left, top = np.floor(xs), np.floor(ys)
-    inside = (left >= 0) & (top >= 0) & (left + 1 < cols) & (top + 1 < rows)
-    fx = (xs - left)[..., None]
-    fy = (ys - top)[..., None]
-    # Gathers by flat index from one row per pixel: a third faster than 2-d fancy indexing.
-    corner = np.where(inside, top * cols + left, 0).astype(np.intp)
-    flat = image.reshape(-1, 3)
-    top_left, top_right = flat[corner].astype(np.float64), flat[corner + 1]
-    bottom_left, bottom_right = flat[corner + cols], flat[corner + cols + 1]
-    value = (1 - fy) * ((1 - fx) * top_left + fx * top_right) + fy * (
-        (1 - fx) * bottom_left + fx * bottom_right
-    )
-    chip = np.clip(value, 0, 255).astype(np.uint8)
-    chip[~inside] = 0
-    return chip
