@@ -80,8 +80,12 @@ def register(subparsers) -> None:
 def _recognizer(args, read_only: bool = False):
     from tripletface.recognize import FaceRecognizer
 
-    detector = None if args.detector == "none" else args.detector
-    return FaceRecognizer(args.gallery, args.encoder, args.threshold, detector, read_only)
+    return FaceRecognizer(args.gallery, args.encoder, args.threshold, _detector(args), read_only)
+
+
+def _detector(args) -> str | None:
+    """The --detector choice as the library takes it: None feeds whole images to the encoder."""
+    return None if args.detector == "none" else args.detector
 
 
 def _faces_of(args, paths: list[str]):
@@ -94,8 +98,7 @@ def _faces_of(args, paths: list[str]):
     known = default_input(args.encoder)
     if known is None:
         return contextlib.nullcontext(paths)
-    detector = None if args.detector == "none" else args.detector
-    return FaceStream(ChipMaker.for_encoder(detector, *known), paths, args.workers)
+    return FaceStream(ChipMaker.for_encoder(_detector(args), *known), paths, args.workers)
 
 
 def _images_in(folder: Path) -> list[Path]:
