@@ -42,7 +42,7 @@ def run() -> None:
     """The ``tripletface`` program: main() in a process that exits when it returns.
 
     A command imports torch, a million objects that live until exit: collecting rarely, and not
-    over them at exit, saves 0.3 s a command (measured with bench/identify_speed.py).
+    over them at exit, saves 0.25 s a command (bench/startup.py).
     """
     gc.set_threshold(50_000, 20, 100)
     code = main()

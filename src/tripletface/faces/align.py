@@ -6,8 +6,8 @@ transform into a rotated rectangle in the image and samples it bilinearly, after
 with a binomial pyramid when the rectangle is much larger than the chip. The fit and the
 rectangle are computed here, in numpy, so that any landmarks work (float ones too, which dlib's
 own call does not take) and the geometry can be tested; the sampling is dlib's
-``extract_image_chip``, in C++: six times faster than the same arithmetic in numpy (measured on
-ORL, 1.8 against 0.3 ms a chip). The pretrained ResNet encoder was trained on exactly these chips.
+``extract_image_chip``, in C++, so that a chip costs about what dlib's own call does
+(bench/startup.py). The pretrained ResNet encoder was trained on exactly these chips.
 """
 
 from collections.abc import Sequence

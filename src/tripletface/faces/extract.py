@@ -1,10 +1,10 @@
 """The faces of photo files as an encoder's input: boxes and chips, made in worker processes.
 
 A ``FaceStream`` forks its workers and hands them files as soon as it is created, so that they
-detect while the caller is still importing torch and loading its encoder: that second is a
-quarter of identifying 360 ORL photos on 2 cores. Processes rather than threads because dlib
-holds the GIL while it detects (measured: two threads take as long as one). Nothing here imports
-torch, so the workers forked before it carry none of its thread pools.
+detect while the caller is still importing torch and loading its encoder, about a second
+(bench/startup.py). Processes rather than threads because dlib holds the GIL while it detects
+(measured: two threads take as long as one). Nothing here imports torch, so the workers forked
+before it carry none of its thread pools.
 """
 
 import functools
