@@ -13,3 +13,9 @@ class InputError(TripletfaceError):
 
 class GalleryError(TripletfaceError):
     """A gallery that cannot be used as asked: corrupt, read-only, another encoder, empty."""
+
+
+class GalleryUnavailable(GalleryError):
+    """The gallery's database cannot be reached now (a server down): try again later."""
+
+    exit_code = 3
