@@ -22,7 +22,7 @@ function explain(error) {
     return `API key needed (401): ${error.message}`;
   }
   if (error.status === 403) {
-    return `Not allowed with this key (403): ${error.message}. Enrolling and removing need a write key.`;
+    return `Not allowed with this key (403): ${error.message}`;
   }
   return error.status ? `${error.message} (${error.status})` : error.message;
 }
@@ -64,7 +64,7 @@ async function refreshHealth() {
 function showKeyState() {
   const stored = apiKey();
   $("api-key").value = stored;
-  $("api-key").placeholder = stored ? "" : "API key (if the server asks for one)";
+  $("api-key").placeholder = stored ? "" : "API key";
   $("api-key-forget").hidden = !stored;
 }
 
@@ -405,6 +405,7 @@ $("enroll-form").addEventListener("submit", async (event) => {
 // --- start --------------------------------------------------------------------------------
 
 showKeyState();
+refreshHealth();
 refreshPeople();
 setInterval(() => document.hidden || refreshHealth(), HEALTH_INTERVAL_MS);
 document.addEventListener("visibilitychange", () => document.hidden || refreshHealth());
