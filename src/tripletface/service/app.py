@@ -105,12 +105,15 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         description="Enroll people from one photo each, then identify and verify faces.",
         lifespan=lifespan,
     )
-    bearer = Depends(HTTPBearer(auto_error=False, description="an API key (with --api-keys)"))
+    bearer = Depends(HTTPBearer(auto_error=False, description="an API key from --api-keys"))
 
-    def scope(needed: str):
+    def scope(needed: str) -> list:
+        """The dependencies of a route that needs a key of scope ``needed`` (none without keys,
+        so that the OpenAPI schema only asks for keys when the server does)."""
+        if settings.keys is None:
+            return []
+
         def check(credentials: HTTPAuthorizationCredentials | None = bearer) -> None:
-            if settings.keys is None:
-                return
             if credentials is None:
                 raise _DeniedError(401, "no API key: send the header 'Authorization: Bearer KEY'")
             found = scope_of(settings.keys, credentials.credentials)
@@ -119,7 +122,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
             if not allows(found, needed):
                 raise _DeniedError(403, f"this {found} key cannot do that: it needs a {needed} key")
 
-        return Depends(check)
+        return [Depends(check)]
 
     read, write = scope("read"), scope("write")
 
@@ -147,7 +150,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         response_model=schemas.Enrolled,
         responses=_errors(400, 401, 403, 409, 413, 415, 422, 503),
         openapi_extra=_body(schemas.EnrollJson, schemas.EnrollForm),
-        dependencies=[write],
+        dependencies=write,
         tags=["people"],
     )
     async def enroll(
@@ -168,7 +171,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         response_model=schemas.Identified,
         responses=_errors(400, 401, 403, 409, 413, 415, 422, 503),
         openapi_extra=_body(schemas.ImageJson, schemas.ImageForm),
-        dependencies=[read],
+        dependencies=read,
         tags=["recognition"],
     )
     async def identify(request: Request) -> schemas.Identified:
@@ -184,7 +187,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         response_model=schemas.Verified,
         responses=_errors(400, 401, 403, 404, 409, 413, 415, 422, 503),
         openapi_extra=_body(schemas.VerifyJson, schemas.VerifyForm),
-        dependencies=[read],
+        dependencies=read,
         tags=["recognition"],
     )
     async def verify(request: Request) -> schemas.Verified:
@@ -198,7 +201,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         "/v1/people",
         response_model=list[schemas.Person],
         responses=_errors(401, 403, 503),
-        dependencies=[read],
+        dependencies=read,
         tags=["people"],
     )
     async def people() -> list[schemas.Person]:
@@ -209,7 +212,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         "/v1/people/{name}",
         response_model=schemas.Removed,
         responses=_errors(401, 403, 404, 503),
-        dependencies=[write],
+        dependencies=write,
         tags=["people"],
     )
     async def remove(name: str) -> schemas.Removed:
