@@ -248,20 +248,27 @@ def test_enroll_by_upload_lists_the_person(page, server, photos):
         assert api.get("/v1/people").json() == [{"name": "Eileen Collins", "faces": 1}]
 
 
-def test_api_errors_are_shown_and_nothing_is_enrolled(page, server, photos):
+def test_api_errors_are_shown_and_nothing_is_enrolled_on_error(page, server, photos):
     page.get_by_test_id("identify-file").set_input_files(photos["face"])
     page.get_by_test_id("identify-submit").click()
     expect(page.get_by_test_id("identify-status")).to_contain_text("empty")  # nobody enrolled
     expect(page.get_by_test_id("identify-status")).to_contain_text("409")
-    page.get_by_test_id("enroll-name").fill("coffee")
+    status = page.get_by_test_id("enroll-status")
+    page.get_by_test_id("enroll-name").fill("eileen")
     page.get_by_test_id("enroll-file").set_input_files(photos["coffee"])
     page.get_by_test_id("enroll-submit").click()
-    status = page.get_by_test_id("enroll-status")
     expect(status).to_contain_text("no face")
     expect(status).to_contain_text("400")
-    expect(page.get_by_test_id("people-list").locator(":scope > *")).to_have_count(0)
+    page.get_by_test_id("enroll-file").set_input_files(photos["whole"])  # her face, and the patch
+    page.get_by_test_id("enroll-submit").click()
+    expect(status).to_contain_text("2 faces")
     with server.api() as api:
         assert api.get("/v1/people").json() == []
+    page.get_by_test_id("enroll-largest").check()
+    page.get_by_test_id("enroll-submit").click()
+    expect(status).to_contain_text("Enrolled eileen")
+    with server.api() as api:
+        assert api.get("/v1/people").json() == [{"name": "eileen", "faces": 1}]
 
 
 def test_identify_draws_boxes_and_names(page, server, photos):
@@ -282,6 +289,9 @@ def test_identify_draws_boxes_and_names(page, server, photos):
         [left, (top + bottom) // 2],
     )
     assert np.abs(np.array(edge[:3]) - KNOWN_GREEN).max() < 10, edge
+    page.get_by_test_id("identify-file").set_input_files(photos["coffee"])
+    page.get_by_test_id("identify-submit").click()
+    expect(result).to_have_text("No face found in this photo.")
 
 
 def test_people_list_and_remove(page, server, photos):

@@ -31,6 +31,20 @@ function fail(testid, error) {
   say(testid, explain(error), "error");
 }
 
+// One request from a form: its button disabled meanwhile, the outcome said in its status line.
+async function submitting(buttonId, statusId, message, work) {
+  const button = $(buttonId);
+  button.disabled = true;
+  say(statusId, message);
+  try {
+    await work();
+  } catch (error) {
+    fail(statusId, error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function notice(message) {
   const element = $("notice");
   element.textContent = message;
@@ -305,25 +319,19 @@ $("identify-form").addEventListener("submit", async (event) => {
     say("identify-status", "Choose a photo first.", "error");
     return;
   }
-  const button = $("identify-submit");
-  button.disabled = true;
-  say("identify-status", "Identifying…");
-  try {
+  $("identify-result").replaceChildren();
+  await submitting("identify-submit", "identify-status", "Identifying…", async () => {
     const { faces } = await api.identify(file);
     await showPhoto(file, faces);
-    $("identify-result").replaceChildren(...faces.map(faceItem));
     const known = faces.filter((face) => face.name).length;
-    say(
-      "identify-status",
-      faces.length ? `${plural(faces.length, "face")} found, ${known} recognised.` : "No face found in this photo.",
-      faces.length ? "ok" : "info",
-    );
-  } catch (error) {
-    $("identify-result").replaceChildren();
-    fail("identify-status", error);
-  } finally {
-    button.disabled = false;
-  }
+    if (faces.length) {
+      $("identify-result").replaceChildren(...faces.map(faceItem));
+      say("identify-status", `${plural(faces.length, "face")} found, ${known} recognised.`, "ok");
+    } else {
+      $("identify-result").replaceChildren(...nameChips([], "No face found in this photo."));
+      say("identify-status", "");
+    }
+  });
 });
 
 function faceItem(face) {
@@ -383,23 +391,11 @@ $("enroll-form").addEventListener("submit", async (event) => {
     say("enroll-status", "Upload a photo or take a webcam snapshot first.", "error");
     return;
   }
-  const button = $("enroll-submit");
-  button.disabled = true;
-  say("enroll-status", "Enrolling…");
-  try {
+  await submitting("enroll-submit", "enroll-status", "Enrolling…", async () => {
     const result = await api.enroll(name, enrollment.image, $("enroll-largest").checked);
-    const added = result.face_ids.length;
-    say(
-      "enroll-status",
-      added ? `Enrolled ${result.name}.` : `${result.name}: this photo was already enrolled.`,
-      "ok",
-    );
     await refreshPeople();
-  } catch (error) {
-    fail("enroll-status", error);
-  } finally {
-    button.disabled = false;
-  }
+    say("enroll-status", `Enrolled ${result.name}.`, "ok");
+  });
 });
 
 // --- start --------------------------------------------------------------------------------
