@@ -18,6 +18,8 @@ function say(testid, message, kind = "info") {
 
 function explain(error) {
   if (error.status === 401) {
+    keys.asked = true;
+    showKeyState();
     notice("This service needs an API key: enter it at the top of the page.");
     return `API key needed (401): ${error.message}`;
   }
@@ -75,8 +77,12 @@ async function refreshHealth() {
   }
 }
 
+// The key field appears once the server has asked for a key (401), or when one is kept.
+const keys = { asked: false };
+
 function showKeyState() {
   const stored = apiKey();
+  $("api-key-form").hidden = !stored && !keys.asked;
   $("api-key").value = stored;
   $("api-key").placeholder = stored ? "" : "API key";
   $("api-key-forget").hidden = !stored;
