@@ -54,6 +54,14 @@ function notice(message) {
   $("api-key").classList.toggle("attention", Boolean(message));
 }
 
+// A new element with a class and, when given, its text (never HTML: names are user input).
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
 const plural = (count, word, many = `${word}s`) => `${count} ${count === 1 ? word : many}`;
 
 // --- health and API key -------------------------------------------------------------------
@@ -109,6 +117,8 @@ async function refreshPeople() {
   try {
     people = await api.people();
   } catch (error) {
+    $("people-list").replaceChildren(); // never a stale list the server no longer vouches for
+    $("people-empty").hidden = true;
     fail("people-status", error);
     return;
   }
@@ -122,27 +132,21 @@ async function refreshPeople() {
 }
 
 function personItem(person) {
-  const item = document.createElement("li");
-  item.className = "person";
+  const item = element("li", "person");
   item.dataset.name = person.name;
-  const avatar = document.createElement("span");
-  avatar.className = "avatar";
-  avatar.textContent = [...person.name.trim()][0]?.toUpperCase() ?? "?";
+  const avatar = element("span", "avatar", [...person.name.trim()][0]?.toUpperCase() ?? "?");
   avatar.style.setProperty("--hue", String(hue(person.name)));
-  const name = document.createElement("span");
-  name.className = "person-name";
-  name.textContent = person.name;
-  const faces = document.createElement("span");
-  faces.className = "person-faces";
-  faces.textContent = plural(person.faces, "face");
-  const remove = document.createElement("button");
+  const remove = element("button", "button ghost small danger", "Remove");
   remove.type = "button";
-  remove.className = "button ghost small danger";
-  remove.textContent = "Remove";
   remove.dataset.testid = "people-remove";
   remove.setAttribute("aria-label", `Remove ${person.name}`);
   remove.addEventListener("click", () => removePerson(person));
-  item.append(avatar, name, faces, remove);
+  item.append(
+    avatar,
+    element("span", "person-name", person.name),
+    element("span", "person-faces", plural(person.faces, "face")),
+    remove,
+  );
   return item;
 }
 
@@ -275,20 +279,13 @@ function showLive(faces, scale) {
   $("live-result").replaceChildren(...nameChips(faces, "No face in view"));
 }
 
+// One chip per person in view (strangers share one "unknown" chip), or the `empty` line.
 function nameChips(faces, empty) {
-  const names = [...new Set(faces.map(faceLabel))];
-  if (!names.length) {
-    const item = document.createElement("li");
-    item.className = "muted";
-    item.textContent = empty;
-    return [item];
-  }
-  return names.map((name) => {
-    const item = document.createElement("li");
-    item.className = name === "unknown" ? "chip unknown" : "chip known";
-    item.textContent = name;
-    return item;
-  });
+  const byName = new Map(faces.map((face) => [face.name, face]));
+  if (!byName.size) return [element("li", "muted", empty)];
+  return [...byName.values()].map((face) =>
+    element("li", face.name === null ? "chip unknown" : "chip known", faceLabel(face)),
+  );
 }
 
 // --- identify a photo ----------------------------------------------------------------------
@@ -329,10 +326,10 @@ $("identify-form").addEventListener("submit", async (event) => {
   await submitting("identify-submit", "identify-status", "Identifying…", async () => {
     const { faces } = await api.identify(file);
     await showPhoto(file, faces);
-    const known = faces.filter((face) => face.name).length;
+    const recognised = faces.filter((face) => face.name).length;
     if (faces.length) {
       $("identify-result").replaceChildren(...faces.map(faceItem));
-      say("identify-status", `${plural(faces.length, "face")} found, ${known} recognised.`, "ok");
+      say("identify-status", `${plural(faces.length, "face")} found, ${recognised} recognised.`, "ok");
     } else {
       $("identify-result").replaceChildren(...nameChips([], "No face found in this photo."));
       say("identify-status", "");
@@ -341,15 +338,11 @@ $("identify-form").addEventListener("submit", async (event) => {
 });
 
 function faceItem(face) {
-  const item = document.createElement("li");
-  item.className = face.name ? "face known" : "face unknown";
-  const name = document.createElement("span");
-  name.className = "face-name";
-  name.textContent = faceLabel(face);
-  const detail = document.createElement("span");
-  detail.className = "face-detail";
-  detail.textContent = `distance ${face.distance.toFixed(3)}`;
-  item.append(name, detail);
+  const item = element("li", face.name ? "face known" : "face unknown");
+  item.append(
+    element("span", "face-name", faceLabel(face)),
+    element("span", "face-detail", `distance ${face.distance.toFixed(3)}`),
+  );
   return item;
 }
 

@@ -20,7 +20,7 @@ export function drawFaces(context, faces, { scale = 1, mirror = false } = {}) {
     context.strokeStyle = colour;
     roundedRect(context, left, top, right - left, bottom - top, 2 * unit);
     context.stroke();
-    const text = face.name ? `${face.name}  ${face.distance.toFixed(2)}` : "unknown";
+    const text = face.name ? `${face.name}  ${face.distance.toFixed(2)}` : faceLabel(face);
     const pad = 3 * unit;
     const height = 11 * unit;
     const textWidth = context.measureText(text).width + 2 * pad;
