@@ -1,5 +1,6 @@
 """Service subcommands: serve (the HTTP API and web page), api-key (add a key to a keys file)."""
 
+import os
 import signal
 import socket
 import sys
@@ -31,6 +32,11 @@ def register(subparsers) -> None:
         "--cors", action="append", default=[], metavar="ORIGIN", help="allow this web origin"
     )
     p.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    p.add_argument(
+        "--threads",
+        type=at_least(1),
+        help="torch threads of the encoder (default: the cores the detection workers leave, >= 1)",
+    )
     p = subparsers.add_parser(
         "api-key",
         help="add a new API key to a keys file and print it",
@@ -82,10 +88,14 @@ def serve(args) -> int:
 
 def _app(args, keys, pool):
     """The app and its engine: the recognizer loaded, the gallery opened and checked."""
+    import torch
+
     from tripletface.recognize import FaceRecognizer
     from tripletface.service.app import Settings, create_app
     from tripletface.service.engine import Engine
 
+    # Threads spinning for cores that the detection workers hold slow the encoder down.
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
     recognizer = FaceRecognizer(args.gallery, args.encoder, args.threshold, _detector(args))
     engine = Engine(recognizer, pool)
     try:
