@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -97,3 +98,27 @@ def test_killed_cli_leaves_no_detection_workers(tmp_path, astronaut):
             process.wait()
         for orphan in wait_gone(workers, 0):
             os.kill(orphan, signal.SIGKILL)
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path, astronaut):
+    server = start_server(tmp_path / "people.db", "--access-log")
+    try:
+        # A large photo keeps the request in flight (detection takes a while) as SIGTERM comes.
+        large = encoded(np.repeat(np.repeat(astronaut, 3, axis=0), 3, axis=1), "PNG")
+        request = httpx.Request("POST", f"{server.url}/v1/identify", files={"image": large})
+        body = b"".join(request.stream)
+        head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as connection:
+            connection.sendall(f"POST /v1/identify HTTP/1.1\r\n{head}\r\n".encode() + body)
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            answer = connection.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 409"), answer[:200]  # the empty gallery's answer
+        assert server.process.wait(30) == 0
+        log, served = server.log.read_text(), server.process.stdout.read().decode()
+        # The request was still in flight when the server began to shut down; uvicorn waited.
+        assert "Waiting for connections to close" in log
+        assert 'POST /v1/identify HTTP/1.1" 409' in served
+    finally:
+        stop(server.process)
