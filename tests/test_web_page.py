@@ -396,25 +396,40 @@ def save_screenshot(page, path: Path) -> None:
 
 
 def test_an_api_key_session(browser, server, photos, empty_gallery):
+    enroll(server, "ada", photos["face"])
     context = browser.new_context()
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     try:
         page.goto(server.url)
-        expect(page.get_by_test_id("people-status")).to_contain_text("401")
+        status = page.get_by_test_id("people-status")
+        expect(status).to_contain_text("API key needed (401)")
         expect(page.get_by_test_id("notice")).to_contain_text("API key")
+        missing = status.text_content()
+        use_key(page, "not-a-key")  # the server tells a wrong key from a missing one
+        expect(status).not_to_have_text(missing)
+        expect(status).to_contain_text("API key needed (401)")
         use_key(page, server.read_key)
         expect(page.get_by_test_id("notice")).to_be_hidden()
-        expect(page.get_by_test_id("people-empty")).to_be_visible()
+        people = page.get_by_test_id("people-list").locator(":scope > *")
+        expect(people).to_have_count(1)
+        expect(people.first).to_contain_text("ada")
         page.get_by_test_id("enroll-name").fill("eileen")
-        page.get_by_test_id("enroll-file").set_input_files(photos["face"])
+        page.get_by_test_id("enroll-file").set_input_files(photos["mirrored"])
         page.get_by_test_id("enroll-submit").click()
-        status = page.get_by_test_id("enroll-status")
+        expect(page.get_by_test_id("enroll-status")).to_contain_text(
+            "Not allowed with this key (403)"
+        )
+        page.once("dialog", lambda dialog: dialog.accept())
+        people.first.get_by_test_id("people-remove").click()
         expect(status).to_contain_text("Not allowed with this key (403)")
+        expect(people).to_have_count(1)
+        stored = page.evaluate("[sessionStorage.length, localStorage.length, document.cookie]")
+        assert stored == [1, 0, ""]
         page.reload()  # the key is kept for the session: no need to type it again
-        expect(page.get_by_test_id("people-empty")).to_be_visible()
-        expect(page.get_by_test_id("people-status")).to_be_hidden()
+        expect(people).to_have_count(1)
+        expect(status).to_be_hidden()
         with server.api() as api:
-            assert api.get("/v1/people").json() == []
+            assert api.get("/v1/people").json() == [{"name": "ada", "faces": 1}]
     finally:
         context.close()
