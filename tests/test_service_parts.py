@@ -1,0 +1,100 @@
+"""The service's parts without a server: API keys, names, encoder batching, request bodies."""
+
+import asyncio
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tripletface.errors import InputError
+from tripletface.service.batching import EncoderBatcher
+from tripletface.service.engine import check_name
+from tripletface.service.keys import add_key, allows, key_digest, load_keys, scope_of
+from tripletface.service.photos import TooLargeError, decode_base64
+from tripletface.service.uploads import MissingFieldError, read_body
+
+
+def test_keys_file_round_trip_holds_only_hashes(tmp_path):
+    path = tmp_path / "keys.txt"
+    write, read = add_key(path, "write", "admin"), add_key(path, "read")
+    keys = load_keys(path)
+    assert [(k.scope, k.label) for k in keys] == [("write", "admin"), ("read", "")]
+    assert scope_of(keys, write) == "write" and scope_of(keys, read) == "read"
+    assert scope_of(keys, write + "x") is None
+    assert write not in path.read_text() and key_digest(write) in path.read_text()
+    assert allows("write", "read") and not allows("read", "write")
+
+
+def test_a_bad_keys_line_is_named(tmp_path):
+    path = tmp_path / "keys.txt"
+    path.write_text("# comment\n\nwrite nothex\n")
+    with pytest.raises(InputError, match=r"keys.txt:3:"):
+        load_keys(path)
+
+
+@given(st.text(max_size=120))
+def test_names_are_1_to_100_characters_without_control_ones(name):
+    good = 1 <= len(name) <= 100 and name.strip() and all(ord(c) >= 32 for c in name)
+    good = good and not any(0x7F <= ord(c) <= 0x9F for c in name)
+    if good:
+        check_name(name)
+    else:
+        with pytest.raises(InputError):
+            check_name(name)
+
+
+def test_concurrent_requests_share_one_encoder_pass():
+    passes = []
+
+    def encode(chips: np.ndarray) -> np.ndarray:
+        passes.append(len(chips))
+        return chips.reshape(len(chips), -1).astype(np.float32).sum(axis=1, keepdims=True)
+
+    async def main():
+        batcher = EncoderBatcher(encode, wait=0.05)
+        runner = asyncio.create_task(batcher.run())
+        requests = [np.full((1 + i % 3, 2, 2, 3), i, np.uint8) for i in range(8)]
+        answers = await asyncio.gather(*(batcher.embed(chips) for chips in requests))
+        runner.cancel()
+        batcher.close()
+        return requests, answers
+
+    requests, answers = asyncio.run(main())
+    assert passes == [sum(len(r) for r in requests)]  # one pass for all eight
+    for chips, answer in zip(requests, answers, strict=True):
+        assert np.array_equal(answer, encode(chips))
+
+
+def _chunks(data: bytes, size: int = 7):
+    async def stream():
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    return stream()
+
+
+def _read(content_type: str, data: bytes, limit: int = 10_000):
+    return asyncio.run(read_body(content_type, None, _chunks(data), limit))
+
+
+def test_multipart_and_json_bodies_give_the_same_fields():
+    form = (
+        b'--XX\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        b'\x89PNG bytes\r\n--XX\r\nContent-Disposition: form-data; name="name"\r\n\r\n'
+        b"Ada\r\n--XX--\r\n"
+    )
+    body = _read("multipart/form-data; boundary=XX", form)
+    assert (body.image, body.base64_text, body.fields) == (b"\x89PNG bytes", False, {"name": "Ada"})
+    body = _read("application/json", b'{"image": "iVBORw==", "name": "Ada"}')
+    assert (body.image, body.base64_text, body.fields) == (b"iVBORw==", True, {"name": "Ada"})
+    assert decode_base64(b"data:image/png;base64,iVBORw==") == b"\x89PNG"
+
+
+def test_bodies_over_the_limit_and_without_an_image_are_refused():
+    with pytest.raises(TooLargeError):
+        _read("application/json", b'{"image": "' + b"A" * 200 + b'"}', limit=100)
+    with pytest.raises(MissingFieldError):
+        _read("application/json", b'{"picture": "abc"}')
+    with pytest.raises(InputError, match="malformed"):
+        _read("multipart/form-data; boundary=XX", b"--XX\r\nContent-Disposition: form-da")
