@@ -1,6 +1,7 @@
 """The HTTP service, end to end: a real ``tripletface serve`` process on loopback, real photos."""
 
 import base64
+import re
 import sqlite3
 import struct
 import subprocess
@@ -79,7 +80,12 @@ def test_health_docs_and_page(api):
         schema["paths"]
     )
     assert "/v1/people/{name}/faces" in schema["paths"]
-    assert api.get("/docs").status_code == 200
+    docs = api.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    # Served offline: every script and style the docs page loads comes from this server.
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets and all(url.startswith("/docs-assets/") for url in assets), assets
+    assert all(api.get(url).status_code == 200 for url in assets)
     page = api.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
 

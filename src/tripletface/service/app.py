@@ -15,11 +15,13 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
+from swagger_ui_bundle import swagger_ui_path
 
 from tripletface import __version__
 from tripletface.errors import GalleryError, GalleryUnavailable, TripletfaceError
@@ -104,6 +106,8 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Enroll people from one photo each, then identify and verify faces.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     bearer = Depends(HTTPBearer(auto_error=False, description="an API key from --api-keys"))
 
@@ -228,6 +232,19 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(_Observed, metrics=metrics)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        # FastAPI's default page loads Swagger UI from a CDN; these files come with the package.
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="tripletface API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app
 
