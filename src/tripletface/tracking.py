@@ -95,8 +95,8 @@ def associate(
 
 
 def vote(votes: Sequence[tuple[str | None, float]]) -> tuple[str | None, float | None]:
-    """The name most of (name or None, distance) votes give, ties to the nearer one, and the
-    median distance of its votes; (None, None) without votes."""
+    """The name most of (name or None, distance) votes give, ties to the nearer one (then to a
+    name, then alphabetically), and the median distance of its votes; (None, None) without."""
     if not votes:
         return None, None
     counts = Counter(name for name, _ in votes)
@@ -104,7 +104,7 @@ def vote(votes: Sequence[tuple[str | None, float]]) -> tuple[str | None, float |
     def median(name: str | None) -> float:
         return float(np.median([d for n, d in votes if n == name]))
 
-    name = min(counts, key=lambda n: (-counts[n], median(n)))
+    name = min(counts, key=lambda n: (-counts[n], median(n), n is None, n or ""))
     return name, median(name)
 
 
@@ -135,7 +135,8 @@ class TrackEvent:
 
 @dataclass
 class Track:
-    """A face followed over frames: its box now, when it was detected, its embeddings and votes."""
+    """A face followed over frames: its box now, when it was first and last detected, how many
+    frames it was shown in between, detection rounds that missed it since, embeddings, votes."""
 
     id: int
     box: Box
@@ -144,6 +145,7 @@ class Track:
     embedded: float = float("-inf")
     frames: int = 1
     shown: int = 1
+    misses: int = 0
     embeddings: list[np.ndarray] = field(default_factory=list)
     votes: list[tuple[str | None, float]] = field(default_factory=list)
 
@@ -241,7 +243,10 @@ class Tracker:
         for i, j in match.pairs:
             track = self.tracks[i]
             track.box, track.last, track.frames = tuple(found[j]), time, track.shown
+            track.misses = -1
             joined[j] = track.id
+        for track in self.tracks:
+            track.misses += 1
         for j in match.detections:
             track = Track(self._next_id, tuple(found[j]), time, time)
             self._next_id += 1

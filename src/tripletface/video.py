@@ -41,10 +41,13 @@ from tripletface.tracking import Box, Tracker, TrackEvent
 STREAM_TIMEOUT = 10.0
 # A file whose frames stop this much before its stated duration is truncated.
 _END_SLACK = 0.5
+# A detection running this many times detect_every frames is waited for: a face may move
+# far in a second, and new faces would be found late.
+_MAX_LAG = 2
 # Times closer than this are the same instant (frame times are rounded from timestamps).
 _TICK = 1e-6
-# Tracks not detected for this long are still followed but no longer drawn.
-_HIDE_AFTER = 0.5
+# Tracks missed by more detection rounds than this in a row are followed but not drawn.
+_HIDE_AFTER = 1
 # Output containers for --annotate, by suffix; all take H.264.
 _OUTPUT_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
@@ -241,7 +244,9 @@ class Watch:
     """Recognise the people of a video source with a FaceRecognizer; iterate for FrameResults.
 
     The source opens at construction (InputError at once if it cannot be read). detect_every:
-    frames between the starts of two detections at least; parallel: detect in a worker process
+    frames between the starts of two detections at least; track_every: frames between two
+    updates of a face's correlation tracker (about 4 ms each), boxes moving on at their last
+    speed in between; parallel: detect in a worker process
     (False: in this process, frame for frame the same on every run); snapshots: folder where the
     best crop of every unknown track is saved as PNG when it ends; the ``Tracker`` options
     (``patience``, ``embed_every``, ...) go to ``tracker``. A decoding error, or a source that
@@ -256,6 +261,7 @@ class Watch:
         start: float = 0.0,
         duration: float | None = None,
         detect_every: int = 5,
+        track_every: int = 2,
         parallel: bool = True,
         snapshots: str | Path | None = None,
         tracker: Tracker | None = None,
@@ -265,6 +271,7 @@ class Watch:
         self.recognizer = recognizer
         self.tracker = tracker or Tracker(reid_distance=recognizer.threshold)
         self.detect_every = int(detect_every)
+        self.track_every = max(1, int(track_every))
         self.snapshots = Path(snapshots) if snapshots is not None else None
         if self.snapshots is not None:
             self.snapshots.mkdir(parents=True, exist_ok=True)
@@ -289,25 +296,25 @@ class Watch:
 
     def __iter__(self) -> Iterator[FrameResult]:
         detections = _Detections(self._maker, self._parallel)
-        trackers: dict[int, dlib.correlation_tracker] = {}
+        trackers: dict[int, _Follower] = {}
         crops: dict[int, tuple[int, np.ndarray]] = {}
         held: FrameResult | None = None
         last_submit = -self.detect_every
         failure: InputError | None = None
         try:
             for index, (time, frame) in enumerate(self.source.frames()):
-                moved = {i: _follow(tracker, frame) for i, tracker in trackers.items()}
+                moved = {i: follower.follow(frame) for i, follower in trackers.items()}
                 self.tracker.carry(moved)
                 if detections.pending is None and index - last_submit >= self.detect_every:
                     at = {t.id: t.box for t in self.tracker.tracks}
                     detections.submit(index, time, frame, at)
                     last_submit = index
-                lagging = index - last_submit >= 2 * self.detect_every
+                lagging = index - last_submit >= _MAX_LAG * self.detect_every
                 done = detections.take(wait=lagging)
                 ended = self._detected(done, frame, trackers, crops) if done else []
                 if held is not None:
                     yield held
-                held = FrameResult(index, time, frame, self._faces(time), ended)
+                held = FrameResult(index, time, frame, self._faces(), ended)
                 if self._stopped:
                     break
             done = detections.take(wait=True)  # the last frames' detection, still running
@@ -354,8 +361,8 @@ class Watch:
                 continue
             then = at.get(track_id)
             moved = then is not None and track_id in trackers
-            track.box = _shifted(found, then, trackers[track_id]) if moved else found
-            trackers[track_id] = _start(frame, track.box)
+            track.box = _shifted(found, then, trackers[track_id].box) if moved else found
+            trackers[track_id] = _Follower(frame, track.box, self.track_every)
             area = (found[2] - found[0]) * (found[3] - found[1])
             if self.snapshots is not None and area > crops.get(track_id, (0, None))[0]:
                 crops[track_id] = (area, _crop(seen, found))
@@ -364,11 +371,11 @@ class Watch:
         self._save_snapshots(update.ended, crops)
         return update.ended
 
-    def _faces(self, time: float) -> list[FaceView]:
+    def _faces(self) -> list[FaceView]:
         """The tracks detected lately, as drawn on the frame."""
         views = []
         for track in self.tracker.tracks:
-            if time - track.last <= _HIDE_AFTER:
+            if track.misses <= _HIDE_AFTER:
                 name, distance = track.name()
                 box = tuple(round(v) for v in track.box)
                 views.append(FaceView(track.id, box, name, distance))
@@ -393,24 +400,35 @@ class Watch:
         self.close()
 
 
-def _start(frame: np.ndarray, box: Box) -> dlib.correlation_tracker:
-    """A correlation tracker following the box from this frame on."""
-    tracker = dlib.correlation_tracker()
-    tracker.start_track(frame, dlib.drectangle(*box))
-    return tracker
+class _Follower:
+    """dlib's correlation tracker on one face, updated on every ``every``-th frame; on the
+    frames between, the box moves on at the speed the tracker last measured."""
+
+    def __init__(self, frame: np.ndarray, box: Box, every: int) -> None:
+        self._tracker = dlib.correlation_tracker()
+        self._tracker.start_track(frame, dlib.drectangle(*box))
+        self.box = self._tracked = tuple(box)
+        self._velocity = (0.0, 0.0, 0.0, 0.0)
+        self._every = every
+        self._age = 0
+
+    def follow(self, frame: np.ndarray) -> Box:
+        """The box on the next frame."""
+        self._age += 1
+        if self._age % self._every == 0:
+            self._tracker.update(frame)
+            p = self._tracker.get_position()
+            now = (p.left(), p.top(), p.right(), p.bottom())
+            pairs = zip(now, self._tracked, strict=True)
+            self._velocity = tuple((a - b) / self._every for a, b in pairs)
+            self.box = self._tracked = now
+        else:
+            self.box = tuple(a + v for a, v in zip(self.box, self._velocity, strict=True))
+        return self.box
 
 
-def _follow(tracker: dlib.correlation_tracker, frame: np.ndarray) -> Box:
-    """The box the tracker finds on the next frame."""
-    tracker.update(frame)
-    position = tracker.get_position()
-    return (position.left(), position.top(), position.right(), position.bottom())
-
-
-def _shifted(box: Box, then: Box, tracker: dlib.correlation_tracker) -> Box:
+def _shifted(box: Box, then: Box, now: Box) -> Box:
     """A box detected on an earlier frame, moved and scaled as the track has since then."""
-    position = tracker.get_position()
-    now = (position.left(), position.top(), position.right(), position.bottom())
     scale = (now[2] - now[0]) / max(then[2] - then[0], 1e-6)
     cx = (box[0] + box[2]) / 2 + (now[0] + now[2] - then[0] - then[2]) / 2
     cy = (box[1] + box[3]) / 2 + (now[1] + now[3] - then[1] - then[3]) / 2
