@@ -291,8 +291,16 @@ def main() -> None:
             Image.fromarray(person.enroll_photo).save(photo)
             known.append({"name": person.name, "photo": str(photo)})
             subprocess.run(
-                [str(bin_dir / "tripletface"), "enroll", person.name, str(photo)]
-                + ["--gallery", str(gallery), "--detector", "hog"],
+                [
+                    str(bin_dir / "tripletface"),
+                    "enroll",
+                    person.name,
+                    str(photo),
+                    "--gallery",
+                    str(gallery),
+                    "--detector",
+                    "hog",
+                ],
                 check=True,
                 capture_output=True,
             )
@@ -306,8 +314,15 @@ def main() -> None:
         for r in range(args.rounds):
             start = time.perf_counter()
             subprocess.run(
-                [str(bin_dir / "tripletface"), "watch", str(video), "--gallery", str(gallery)]
-                + ["--events", str(work / "events.jsonl")],
+                [
+                    str(bin_dir / "tripletface"),
+                    "watch",
+                    str(video),
+                    "--gallery",
+                    str(gallery),
+                    "--events",
+                    str(work / "events.jsonl"),
+                ],
                 check=True,
                 capture_output=True,
             )
@@ -315,8 +330,14 @@ def main() -> None:
             part = sampled[r :: args.rounds]
             (work / "frames.json").write_text(json.dumps(part))
             subprocess.run(
-                [sys.executable, str(work / "baseline.py"), str(video), str(work / "known.json")]
-                + [str(work / "frames.json"), str(work / "out.json")],
+                [
+                    sys.executable,
+                    str(work / "baseline.py"),
+                    str(video),
+                    str(work / "known.json"),
+                    str(work / "frames.json"),
+                    str(work / "out.json"),
+                ],
                 check=True,
                 capture_output=True,
                 env=env,
