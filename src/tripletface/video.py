@@ -35,7 +35,7 @@ from tripletface.data.images import save_image_atomic
 from tripletface.errors import InputError
 from tripletface.faces.extract import ChipMaker
 from tripletface.recognize import _torch_threads
-from tripletface.tracking import Box, Tracker, TrackEvent
+from tripletface.tracking import Box, Tracker, TrackEvent, box_iou
 
 # Network streams give up after this many seconds without data (opening, then each read).
 STREAM_TIMEOUT = 10.0
@@ -44,6 +44,8 @@ _END_SLACK = 0.5
 # A detection running this many times detect_every frames is waited for: a face may move
 # far in a second, and new faces would be found late.
 _MAX_LAG = 2
+# A face's tracker is restarted on its detected box when they overlap less than this.
+_RESTART_IOU = 0.7
 # Times closer than this are the same instant (frame times are rounded from timestamps).
 _TICK = 1e-6
 # Tracks missed by more detection rounds than this in a row are followed but not drawn.
@@ -359,10 +361,12 @@ class Watch:
             track = now.get(track_id)
             if track is None:
                 continue
-            then = at.get(track_id)
-            moved = then is not None and track_id in trackers
-            track.box = _shifted(found, then, trackers[track_id].box) if moved else found
-            trackers[track_id] = _Follower(frame, track.box, self.track_every)
+            then, follower = at.get(track_id), trackers.get(track_id)
+            box = _shifted(found, then, follower.box) if then and follower else found
+            # Restarting a tracker costs about four updates: only when it has drifted.
+            if follower is None or box_iou(box, follower.box)[0, 0] < _RESTART_IOU:
+                trackers[track_id] = _Follower(frame, box, self.track_every)
+            track.box = trackers[track_id].box
             area = (found[2] - found[0]) * (found[3] - found[1])
             if self.snapshots is not None and area > crops.get(track_id, (0, None))[0]:
                 crops[track_id] = (area, _crop(seen, found))
