@@ -8,8 +8,8 @@
 Decoding is PyAV's (FFmpeg in its wheel): files, rtsp:// or http:// streams, /dev/video* cameras.
 Detection (the recognizer's ``chips``: HOG boxes and aligned chips) runs in one forked worker
 process on the second core while this one follows every face with dlib's correlation tracker
-(Danelljan et al., "Accurate Scale Estimation for Robust Visual Tracking", BMVC 2014), about 4 ms
-a face and frame. A detection lands a few frames after the frame it was made on: it is matched to
+(Danelljan et al., "Accurate Scale Estimation for Robust Visual Tracking", BMVC 2014), updated
+every other frame. A detection lands a few frames after the frame it was made on: it is matched to
 the tracks as they were on that frame, and its box is moved by as much as the track has moved
 since. Faces are embedded when their track starts, when boxes are ambiguous and once every
 ``embed_every`` seconds; ``tracking.Tracker`` decides the rest, names included.
@@ -41,8 +41,8 @@ from tripletface.tracking import Box, Tracker, TrackEvent, box_iou
 STREAM_TIMEOUT = 10.0
 # A file whose frames stop this much before its stated duration is truncated.
 _END_SLACK = 0.5
-# A detection running this many times detect_every frames is waited for: a face may move
-# far in a second, and new faces would be found late.
+# A detection still running this many times detect_every frames after its frame is waited
+# for: beyond that faces would move too far from their boxes, and new ones be found late.
 _MAX_LAG = 2
 # A face's tracker is restarted on its detected box when they overlap less than this.
 _RESTART_IOU = 0.7
@@ -55,7 +55,7 @@ _OUTPUT_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
 def source_kind(source: str) -> str:
-    """ "camera" (/dev/video*), "stream" (a URL) or "file"."""
+    """The kind of a source: "camera" (/dev/video*), "stream" (a URL) or "file"."""
     if source.startswith("/dev/"):
         return "camera"
     return "stream" if "://" in source else "file"
