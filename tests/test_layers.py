@@ -12,6 +12,7 @@ LAYERS = {
     "sampling": 1,
     "metrics": 1,
     "clustering": 1,
+    "tracking": 1,
     "errors": 1,
     "data": 2,
     "models": 2,
@@ -25,6 +26,7 @@ LAYERS = {
     "recognize": 3,
     "demo": 3,
     "plots": 3,
+    "video": 3,
     "cli": 4,
     "service": 4,
 }

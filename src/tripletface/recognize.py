@@ -125,6 +125,13 @@ class FaceRecognizer:
         distance = float(pairs.min())
         return Verification(distance <= self.threshold, distance)
 
+    def watch(self, source, frames: bool = False, **options) -> Iterator:
+        """TrackEvents of the people in a video file, stream URL or camera as their tracks end;
+        with ``frames``, each annotated FrameResult too (``tripletface.video.events``)."""
+        from tripletface.video import events
+
+        return events(self, source, frames, **options)
+
     def remove(self, name: str) -> int:
         """Delete a person and all their enrolled faces; the number of faces removed."""
         return self.gallery.remove(name)

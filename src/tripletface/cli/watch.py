@@ -1,0 +1,165 @@
+"""``tripletface watch SOURCE``: the people in a video file, stream or camera, as they come and go.
+
+Prints a line per track when it ends and a summary of who was seen; ``--events`` writes the same
+as JSON lines (flushed at once), ``--annotate`` the video with boxes and names, ``--snapshots``
+the best crop of every unknown face. Live sources run until SIGINT or SIGTERM, then finish
+cleanly (exit 0). Exit codes: 0 done, 2 bad input, also when the video breaks off (whatever was
+found until then is written), 130 when a file is interrupted.
+"""
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tripletface.cli.arguments import at_least
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: seconds >= 0, as 12.5 or MM:SS or HH:MM:SS."""
+    try:
+        value = sum(float(part) * 60**i for i, part in enumerate(reversed(text.split(":"))))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time (seconds or MM:SS)") from None
+    if value < 0 or text.count(":") > 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time >= 0 (seconds or MM:SS)")
+    return value
+
+
+def register(subparsers) -> None:
+    """Add the watch subcommand."""
+    text = "recognise the people in a video file, stream URL or camera, with face tracking"
+    p = subparsers.add_parser("watch", help=text, description=text)
+    p.set_defaults(run=watch)
+    p.add_argument(
+        "source", metavar="SOURCE", help="video file, rtsp:// or http:// URL, /dev/videoN"
+    )
+    p.add_argument("--gallery", type=Path, help="gallery file (default: per-user data dir)")
+    p.add_argument(
+        "--encoder", default="dlib-resnet", help="encoder name or .pt checkpoint (dlib-resnet)"
+    )
+    p.add_argument(
+        "--threshold", type=float, help="accept squared distances <= this (overrides the gallery)"
+    )
+    p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (hog)")
+    p.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write the video, faces drawn")
+    p.add_argument("--events", type=Path, metavar="FILE.jsonl", help="write a JSON line per track")
+    p.add_argument(
+        "--snapshots", type=Path, metavar="DIR", help="save the best crop of each unknown face"
+    )
+    p.add_argument("--start", type=_seconds, default=0.0, help="skip to this time (s or MM:SS)")
+    p.add_argument("--duration", type=_seconds, help="stop after this long (s or MM:SS)")
+    p.add_argument(
+        "--detect-every",
+        type=at_least(1),
+        default=5,
+        metavar="N",
+        help="frames between detections at least; faces are tracked in between (5)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="processes detecting (1); 0 detects in the main process, the same on every run",
+    )
+
+
+def _line(event) -> str:
+    """A human line for an ended track."""
+    who = event.name if event.name is not None else "unknown"
+    distance = "" if event.distance is None else f", distance {event.distance:.3f}"
+    return (
+        f"{_clock(event.first)}-{_clock(event.last)} {who} "
+        f"(track {event.track}, {event.frames} frames{distance})"
+    )
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes):02d}:{rest:04.1f}"
+
+
+def watch(args) -> int:
+    from tripletface.recognize import FaceRecognizer
+    from tripletface.tracking import summarize
+    from tripletface.video import Watch
+
+    rec = FaceRecognizer(args.gallery, args.encoder, args.threshold, args.detector, read_only=True)
+    session = Watch(
+        rec,
+        args.source,
+        args.start,
+        args.duration,
+        args.detect_every,
+        parallel=args.workers == 1,
+        snapshots=args.snapshots,
+    )
+    previous = {n: signal.signal(n, lambda *_: session.stop()) for n in _STOP_SIGNALS}
+    ended: list = []
+    try:
+        _run(session, args, ended)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        _print_summary(summarize(ended))
+    if session.stopped and not session.source.live:
+        print(f"tripletface: interrupted at {session.source.elapsed:.2f} s", file=sys.stderr)
+        return 130
+    return 0
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _run(session, args, ended: list) -> None:
+    """Go through the video, writing its annotated copy and events; ``ended`` collects them.
+    The outputs are finalised however the video ends, the summary line included."""
+    from tripletface.tracking import summarize
+    from tripletface.video import AnnotatedVideo, draw_faces
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(session)
+        out = None
+        if args.annotate:
+            out = stack.enter_context(AnnotatedVideo(args.annotate, session.rate))
+        log = stack.enter_context(open(args.events, "w")) if args.events else None
+        if log is not None:
+            stack.callback(
+                lambda: _write(log, {"summary": [s.to_json() for s in summarize(ended)]})
+            )
+        name = Path(args.source).name or args.source
+        total = session.source.frame_count
+        bar = tqdm(total=total, desc=name, unit="frame", file=sys.stderr, disable=None)
+        stack.enter_context(bar)
+        for result in session:
+            bar.update()
+            if out is not None:
+                out.write(draw_faces(result.image, result.faces))
+            for event in result.ended:
+                ended.append(event)
+                tqdm.write(_line(event), file=sys.stdout)
+                if log is not None:
+                    _write(log, event.to_json())
+
+
+def _write(log, record: dict) -> None:
+    """One JSON line, flushed at once so that a reader following the file sees it."""
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+
+
+def _print_summary(sightings) -> None:
+    """Who was seen, when and for how long, on stdout."""
+    if not sightings:
+        print("nobody seen")
+    for s in sightings:
+        who = s.name if s.name is not None else "unknown faces"
+        print(
+            f"seen: {who} from {_clock(s.first)} to {_clock(s.last)}, "
+            f"{s.seconds:.1f} s in {s.tracks} track{'s' if s.tracks > 1 else ''}"
+        )

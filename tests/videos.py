@@ -1,0 +1,75 @@
+"""Small test videos made with PyAV: real faces (scikit-image's photos) moving over a background."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+import skimage.data
+from PIL import Image
+
+FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".avi": "avi", ".mov": "mov"}
+
+Placement = tuple[np.ndarray, int, int]
+
+
+def astronaut_head(height: int = 130) -> np.ndarray:
+    """Eileen Collins' head and shoulders from scikit-image's astronaut photo, ``height`` tall."""
+    crop = skimage.data.astronaut()[0:260, 110:330]
+    width = round(height * crop.shape[1] / crop.shape[0])
+    return np.asarray(Image.fromarray(crop).resize((width, height), Image.BILINEAR))
+
+
+def lfw_face(index: int = 0, side: int = 130) -> np.ndarray:
+    """Another person: one of scikit-image's 25 x 25 LFW faces, enlarged, as RGB."""
+    face = (skimage.data.lfw_subset()[index] * 255).astype(np.uint8)
+    big = Image.fromarray(face).resize((side, side), Image.BICUBIC)
+    return np.stack([np.asarray(big)] * 3, axis=-1)
+
+
+def write_video(
+    path: Path,
+    frames: int,
+    placements: Callable[[int], list[Placement]],
+    size: tuple[int, int] = (320, 240),
+    rate: int = 25,
+) -> Path:
+    """A video of ``frames`` frames where frame i shows placements(i): (sprite, left, top)."""
+    width, height = size
+    container = av.open(str(path), "w", format=FORMATS[Path(path).suffix])
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for index in range(frames):
+        image = np.full((height, width, 3), 70, dtype=np.uint8)
+        image[:, :, 2] = np.linspace(40, 160, width, dtype=np.uint8)[None, :]
+        for sprite, left, top in placements(index):
+            _paste(image, sprite, left, top)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return Path(path)
+
+
+def _paste(image: np.ndarray, sprite: np.ndarray, left: int, top: int) -> None:
+    """Draw the sprite with its top-left corner at (left, top), clipped to the image."""
+    height, width = image.shape[:2]
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + sprite.shape[1], width), min(top + sprite.shape[0], height)
+    if x1 > x0 and y1 > y0:
+        image[y0:y1, x0:x1] = sprite[y0 - top : y1 - top, x0 - left : x1 - left]
+
+
+def decoded_frames(path: Path) -> tuple[int, float]:
+    """(number of frames, frames per second) of a video, decoded to the end."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sum(1 for _ in container.decode(stream)), float(stream.average_rate)
+
+
+def truncate(path: Path, out: Path, share: float = 0.5) -> Path:
+    """The first ``share`` of the file's bytes, as a video cut off in mid-stream."""
+    data = Path(path).read_bytes()
+    Path(out).write_bytes(data[: int(len(data) * share)])
+    return Path(out)
