@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tripletface.errors import InputError, TripletfaceError
+from tripletface.models.runtime import RUNTIMES
 
 DETECTORS = ("auto", "hog", "cnn", "none")
 
@@ -37,6 +38,12 @@ def _options() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--workers", type=int, default=2, help="processes detecting faces in folders (2)"
+    )
+    common.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="what runs the encoder (auto: onnx when onnxruntime is installed, without torch)",
     )
     return common
 
@@ -80,7 +87,9 @@ def register(subparsers) -> None:
 def _recognizer(args, read_only: bool = False):
     from tripletface.recognize import FaceRecognizer
 
-    return FaceRecognizer(args.gallery, args.encoder, args.threshold, _detector(args), read_only)
+    return FaceRecognizer(
+        args.gallery, args.encoder, args.threshold, _detector(args), read_only, args.runtime
+    )
 
 
 def _detector(args) -> str | None:
