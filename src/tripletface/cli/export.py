@@ -27,12 +27,12 @@ def register(subparsers) -> None:
 
 
 def export(args) -> int:
+    if args.out.suffix != ".onnx":
+        raise InputError(f"{args.out}: give the output file a .onnx suffix")
     from tripletface.models import load_encoder
     from tripletface.models.onnx_export import export_onnx, synthetic_chips
     from tripletface.models.runtime import TorchRuntime
 
-    if args.out.suffix != ".onnx":
-        raise InputError(f"{args.out}: give the output file a .onnx suffix")
     encoder = load_encoder(args.encoder)
     info = TorchRuntime(encoder).info
     chips = _photo_chips(args.photos, info) if args.photos else synthetic_chips(info.input_size)
