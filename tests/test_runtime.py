@@ -65,6 +65,16 @@ def test_both_runtimes_report_the_same_encoder(runtimes, checkpoint):
     assert (onnx_rt.kind, torch_rt.kind) == ("onnx", "torch")
 
 
+def test_the_optimised_graph_is_saved_once_and_gives_the_same_rows(runtimes, checkpoint):
+    _, onnx_rt, folder = runtimes
+    chips = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    first = onnx_rt.embed(chips)
+    (optimized,) = folder.glob(f"{onnx_rt.info.fingerprint}.*.optimized.onnx")
+    again = load_runtime(checkpoint[0], "onnx", folder)
+    np.testing.assert_allclose(again.embed(chips), first, atol=1e-6)
+    assert list(folder.glob("*.optimized.onnx")) == [optimized]
+
+
 def test_chips_of_another_size_are_refused(runtimes):
     with pytest.raises(InputError, match=r"takes N x 32 x 32 x 3 uint8 chips"):
         runtimes[1].embed(np.zeros((2, 40, 40, 3), np.uint8))

@@ -13,10 +13,13 @@ model (``onnx-int8``) is quantised from the float one once, the same way
 ``onnx_export.TOLERANCE`` (the export refuses a model that does not), so one gallery takes both.
 """
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import json
+import os
+import platform
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,12 +124,20 @@ class OnnxRuntime(Runtime):
     """An exported model (``onnx_export``) run by onnxruntime on the CPU, without torch.
 
     ``info``, when known (from the cache's key file), spares reading the model until the first
-    ``embed``, so that commands that only open the gallery never load it.
+    ``embed``, so that commands that only open the gallery never load it. ``keep_optimized``:
+    save the graph onnxruntime optimises beside the model and load that next time.
     """
 
-    def __init__(self, path: str | Path, kind: str = "onnx", info: EncoderInfo | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        kind: str = "onnx",
+        info: EncoderInfo | None = None,
+        keep_optimized: bool = False,
+    ):
         self.path = Path(path)
         self.kind = kind
+        self.keep_optimized = keep_optimized
         if info is None:
             metadata = self.session.get_modelmeta().custom_metadata_map
             try:
@@ -140,19 +151,38 @@ class OnnxRuntime(Runtime):
 
     @functools.cached_property
     def session(self):
-        """The onnxruntime session, created on first use."""
+        """The onnxruntime session, created on first use.
+
+        onnxruntime optimises a graph each time it loads it (fusions, blocked layouts for this
+        CPU), half of the load time: with ``keep_optimized`` the optimised graph is saved beside
+        the model, once per onnxruntime version and CPU, and loaded as it is afterwards.
+        """
         ort = onnxruntime()
+        optimized = self.path.with_name(f"{self.path.stem}.{_machine_key()}.optimized.onnx")
+        ready = self.keep_optimized and optimized.is_file()
         options = ort.SessionOptions()
         # Idle threads sleep instead of spinning: detection workers need the cores meanwhile.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if ready:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        elif self.keep_optimized:
+            options.optimized_model_filepath = str(
+                optimized.with_name(f".{optimized.name}.{os.getpid()}.tmp")
+            )
+            options.log_severity_level = 3  # not the warning that the copy fits this CPU only
+        source = optimized if ready else self.path
         try:
-            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         except Exception as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise InputError(
-                f"{self.path} is not a readable ONNX model ({reason[:120]}): delete it and "
+                f"{source} is not a readable ONNX model ({reason[:120]}): delete it and "
                 "export the encoder again"
             ) from None
+        if options.optimized_model_filepath:
+            with contextlib.suppress(OSError):
+                os.replace(options.optimized_model_filepath, optimized)
+        return session
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         chips = np.ascontiguousarray(chips, dtype=np.uint8)
@@ -169,6 +199,18 @@ class OnnxRuntime(Runtime):
             for i in range(0, len(chips), _BATCH)
         ]
         return np.concatenate(parts)
+
+
+def _machine_key() -> str:
+    """A name for this onnxruntime version on this kind of CPU (its instruction set flags)."""
+    try:
+        flags = next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line[:5] == "flags"
+        )
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    text = f"{onnxruntime().__version__}\0{platform.machine()}\0{flags}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def onnxruntime():
@@ -209,7 +251,7 @@ def load_runtime(
         return TorchRuntime(load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder)
     onnxruntime()  # a missing onnxruntime is reported before any export
     path, info = cached_model(encoder, kind == "onnx-int8", folder)
-    return OnnxRuntime(path, kind, info)
+    return OnnxRuntime(path, kind, info, keep_optimized=True)
 
 
 def cache_dir() -> Path:
