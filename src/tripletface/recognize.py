@@ -159,7 +159,8 @@ class FaceRecognizer:
 
         if isinstance(self.runtime, TorchRuntime):
             return self.runtime.encoder
-        return load_encoder(self._source)
+        source = self._source
+        return load_encoder(source) if isinstance(source, (str, Path)) else source
 
     @functools.cached_property
     def gallery(self) -> Gallery:

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from tripletface.errors import InputError, TripletfaceError
 from tripletface.models.runtime import RUNTIMES
@@ -127,12 +126,18 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _progress(items, total: int, what: str):
-    """A progress bar on stderr, shown only on a terminal."""
+    """A progress bar on stderr, shown only on a terminal and for more than one photo."""
+    if total <= 1:
+        return items  # and tqdm is not even imported: a one-photo command starts faster
+    from tqdm import tqdm
+
     return tqdm(items, total=total, desc=what, unit="photo", file=sys.stderr, disable=None)
 
 
 def _warn(path, error: TripletfaceError) -> None:
     """One line on stderr for a file of a folder that could not be used."""
+    from tqdm import tqdm
+
     message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
     tqdm.write(f"tripletface: skipped {message}", file=sys.stderr)
 
