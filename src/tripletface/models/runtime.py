@@ -158,7 +158,9 @@ class OnnxRuntime(Runtime):
         the model, once per onnxruntime version and CPU, and loaded as it is afterwards.
         """
         ort = onnxruntime()
-        optimized = self.path.with_name(f"{self.path.stem}.{_machine_key()}.optimized.onnx")
+        # Named after the model file's state and the machine: a new model is optimised anew.
+        key = f"{_file_key(self.path)[:12]}-{_machine_key()}"
+        optimized = self.path.with_name(f"{self.path.stem}.{key}.optimized.onnx")
         ready = self.keep_optimized and optimized.is_file()
         options = ort.SessionOptions()
         # Idle threads sleep instead of spinning: detection workers need the cores meanwhile.
@@ -278,28 +280,33 @@ def cached_model(
         )
     key = folder / "keys" / f"{_file_key(weights)}.json" if weights is not None else None
     info = _read_info(key) if key is not None else None
-    if info is None or not (folder / f"{info.fingerprint}.onnx").is_file():
+    if info is None or not _model_path(folder, info).is_file():
         runtime = TorchRuntime(
             load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder
         )
         info = runtime.info
-        if not (folder / f"{info.fingerprint}.onnx").is_file():
+        if not _model_path(folder, info).is_file():
             from tripletface.models.onnx_export import export_onnx, synthetic_chips
 
             chips = synthetic_chips(info.input_size)
-            export_onnx(runtime.encoder, folder / f"{info.fingerprint}.onnx", chips)
+            export_onnx(runtime.encoder, _model_path(folder, info), chips)
         if key is not None:
             write_bytes_atomic(key, info.to_json().encode())
-    path = folder / f"{info.fingerprint}.onnx"
+    path = _model_path(folder, info)
     if not int8:
         return path, info
-    quantized = folder / f"{info.fingerprint}.int8.onnx"
+    quantized = _model_path(folder, info, "int8")
     if not quantized.is_file():
         from tripletface.models.onnx_export import synthetic_chips
         from tripletface.models.quantize import CALIBRATION_CHIPS, quantize_int8
 
         quantize_int8(path, quantized, synthetic_chips(info.input_size, CALIBRATION_CHIPS))
     return quantized, info
+
+
+def _model_path(folder: Path, info: EncoderInfo, variant: str = "float32") -> Path:
+    """Where the cache keeps an encoder's model: named by fingerprint, format and variant."""
+    return folder / f"{info.fingerprint}.v{_EXPORT_FORMAT}.{variant}.onnx"
 
 
 def _file_key(path: Path) -> str:
