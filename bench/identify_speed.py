@@ -6,7 +6,7 @@ processes, model loading included:
 
 - tripletface: ``tripletface enroll-dir KNOWN`` then ``tripletface identify UNKNOWN --json``
   (detection in 2 worker processes, chips batched through the encoder), with the default runtime
-  (onnxruntime, no torch) and with ``--runtime torch`` (the PyTorch encoder);
+  (onnx-int8 on onnxruntime, no torch) and with ``--runtime torch`` (the PyTorch encoder);
 - face_recognition: ``face_recognition --show-distance true KNOWN UNKNOWN`` with its default
   ``--cpus 1`` and with ``--cpus 2`` (it needs ``click``, in the ``bench`` extra). Its
   ``face_recognition_models`` package imports ``pkg_resources``, which setuptools >= 81 no longer

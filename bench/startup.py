@@ -3,7 +3,7 @@
 1. Commands on one photo of celeba299 (CelebA, Liu et al. 2015; 400 px, colour, in the wild),
    each a fresh process as a user types it, interleaved, medians of ``--rounds``: the known
    person enrolled from another of their photos, then ``tripletface identify PHOTO`` with each
-   runtime (onnx, the default when onnxruntime is installed; onnx-int8; torch), ``verify``,
+   runtime (onnx-int8, the default when onnxruntime is installed; onnx; torch), ``verify``,
    ``enroll`` (already enrolled: detection and encoding, no write) and ``people``, against
    ``face_recognition KNOWN_DIR PHOTO`` (its CLI, one known photo; the ``pkg_resources`` shim of
    bench/identify_speed.py). Every runtime runs once before timing, so its model is exported
@@ -113,8 +113,8 @@ def commands(work: Path, photo: Path, known: Path, person: str) -> dict:
             fr_env,
         ),
         "tripletface identify PHOTO": ([tf, "identify", str(photo), *gallery], None),
-        "  --runtime onnx-int8": (
-            [tf, "identify", str(photo), "--runtime", "onnx-int8", *gallery],
+        "  --runtime onnx": (
+            [tf, "identify", str(photo), "--runtime", "onnx", *gallery],
             None,
         ),
         "  --runtime torch": ([tf, "identify", str(photo), "--runtime", "torch", *gallery], None),

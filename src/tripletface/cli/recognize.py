@@ -42,7 +42,7 @@ def _options() -> argparse.ArgumentParser:
         "--runtime",
         choices=RUNTIMES,
         default="auto",
-        help="what runs the encoder (auto: onnx when onnxruntime is installed, without torch)",
+        help="what runs the encoder (auto: onnx-int8 when onnxruntime is installed, no torch)",
     )
     return common
 
