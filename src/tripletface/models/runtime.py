@@ -253,7 +253,8 @@ def load_runtime(
     kind = resolve_kind(encoder, kind)
     if kind == "torch":
         return TorchRuntime(load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder)
-    onnxruntime()  # a missing onnxruntime is reported before any export
+    if not onnxruntime_available():
+        onnxruntime()  # reports it before any export; imported only when a session starts
     path, info = cached_model(encoder, kind == "onnx-int8", folder)
     return OnnxRuntime(path, kind, info, keep_optimized=True)
 
