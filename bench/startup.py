@@ -59,9 +59,9 @@ mark("the command line (tripletface.cli)")
 from tripletface.recognize import FaceRecognizer
 mark("import tripletface.recognize")
 rec = FaceRecognizer(args.gallery, read_only=True)
-mark("FaceRecognizer: onnxruntime imported, cached model found")
+mark("FaceRecognizer: the cached model found by its key file")
 rec.runtime.session
-mark("onnxruntime session (saved optimised graph)")
+mark("onnxruntime imported, session made (saved optimised graph)")
 from tripletface.data.images import load_image
 image = load_image(args.target)
 mark("read the photo")
