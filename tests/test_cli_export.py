@@ -1,4 +1,5 @@
-"""``tripletface export`` through a real process: a checked model, or one clear error."""
+"""``tripletface export``: a checked model (through a real process, then in this one to spare
+torch's start-up), or one clear error."""
 
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
+from tripletface.cli import main
 from tripletface.models.checkpoint import save_checkpoint
 from tripletface.models.compact import CompactNet
 from tripletface.models.runtime import TorchRuntime
@@ -41,14 +43,13 @@ def test_a_checkpoint_is_exported_checked_on_photos_and_quantised(tmp_path, astr
     assert np.abs(got - TorchRuntime(encoder).embed(chips)).max() <= 1e-4
 
     int8 = tmp_path / "int8.onnx"
-    done = export(str(checkpoint), str(int8), "--int8")
-    assert done.returncode == 0 and "quantised" in done.stdout, done.stderr
+    assert main(["export", str(checkpoint), str(int8), "--int8"]) == 0
     assert int8.stat().st_size < out.stat().st_size
 
 
-def test_bad_arguments_get_one_error_line_and_no_file(tmp_path):
-    done = export("compact", str(tmp_path / "model.bin"))
-    assert done.returncode == 2 and "give the output file a .onnx suffix" in done.stderr
-    done = export(str(tmp_path / "missing.pt"), str(tmp_path / "m.onnx"))
-    assert done.returncode == 2 and "missing.pt does not exist" in done.stderr
+def test_bad_arguments_get_one_error_line_and_no_file(tmp_path, capsys):
+    assert main(["export", "compact", str(tmp_path / "model.bin")]) == 2
+    assert "give the output file a .onnx suffix" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "m.onnx")]) == 2
+    assert "missing.pt does not exist" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
