@@ -1,10 +1,13 @@
-"""Per-face speed of dlib's compute_face_descriptor against the PyTorch rebuild (dlib-resnet).
+"""Per-face speed of dlib's compute_face_descriptor against the PyTorch rebuild (dlib-resnet)
+and its ONNX exports run by onnxruntime (float32 and int8, tripletface.models.runtime).
 
 Both run in the same process on the same aligned chips (the astronaut photo shipped with
 scikit-image, aligned by dlib and jittered into distinct chips), interleaved round by round;
 the medians over rounds are compared. Prints the thread count, the machine load and the largest
-descriptor difference between the two. Wall time is what a user waits; process CPU time (all
-threads) is printed too because it is far less sensitive to other programs on a busy machine.
+descriptor difference between the two, and between the onnx and torch runtimes' unit-length
+embeddings. onnxruntime uses one thread per core (2 here). Wall time is what a user waits;
+process CPU time (all threads) is printed too because it is far less sensitive to other programs
+on a busy machine.
 
     python bench/encoder_speed.py [--threads 2] [--batches 1 16 64] [--rounds 7]
 """
@@ -21,6 +24,7 @@ from skimage.data import astronaut
 
 from tripletface.models.dlib_files import FACE_ENCODER, LANDMARKS_5, dlib_model_path
 from tripletface.models.dlib_resnet import DlibResNet
+from tripletface.models.runtime import load_runtime
 
 
 def astronaut_chips(count: int) -> list[np.ndarray]:
@@ -68,8 +72,16 @@ def main() -> None:
             lambda: reference.compute_face_descriptor(chips[: args.dlib_list]),
         ),
     }
+    onnx = {kind: load_runtime("dlib-resnet", kind) for kind in ("onnx", "onnx-int8")}
+    stacked = np.stack(chips)
+
+    def onnx_run(kind: str, size: int):
+        return lambda: onnx[kind].embed(stacked[:size])
+
     for size in args.batches:
         runs[f"torch, batch {size}"] = (size, torch_run(size))
+        for kind in onnx:
+            runs[f"{kind}, batch {size}"] = (size, onnx_run(kind, size))
     for _, run in runs.values():  # warm-up: oneDNN picks and caches its kernels per shape
         run()
 
@@ -91,6 +103,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dlib {dlib.__version__}")
     print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
     print(f"max |torch - dlib| over {len(chips)} chips: {np.abs(ours - theirs).max():.2e}")
+    unit = torch.nn.functional.normalize(torch.from_numpy(ours), dim=1).numpy()
+    print(f"max |onnx - torch|, unit rows: {np.abs(onnx['onnx'].embed(stacked) - unit).max():.2e}")
     print(f"medians of {args.rounds} interleaved rounds, ms per face; speed-up in wall time")
     print(f"{'method':<26} {'wall':>8} {'cpu':>8} {'vs dlib one':>12} {'vs dlib best':>13}")
     for name in runs:

@@ -16,6 +16,16 @@ settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_data(tmp_path_factory):
+    """The tests' own XDG data folder (exported encoders, the saved HOG detector), shared by the
+    processes they start, so that no test writes to the real ~/.local/share."""
+    folder = tmp_path_factory.mktemp("xdg-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """A real photo with one face, shipped inside scikit-image's wheel (512 x 512 RGB)."""

@@ -182,3 +182,73 @@ def test_enroll_dir_cluster_and_calibrate(files, tmp_path):
     with sqlite3.connect(gallery) as db:
         stored = db.execute("SELECT threshold FROM meta").fetchone()[0]
     assert f"threshold {stored:.4f}" in calibrated.stdout
+
+
+# Runs one command and says on the last line of stderr whether it imported torch.
+REPORTS_TORCH = """import sys
+from tripletface.cli import main
+code = main(sys.argv[1:])
+print("torch imported" if "torch" in sys.modules else "no torch", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def tf_reporting_torch(gallery: Path, *args: str) -> tuple[subprocess.CompletedProcess, bool]:
+    """(result, whether torch was imported) of one tripletface command on a gallery."""
+    options = ["--gallery", str(gallery), "--detector", "hog", "--workers", "2"]
+    result = subprocess.run(
+        [sys.executable, "-c", REPORTS_TORCH, *args, *options],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return result, result.stderr.splitlines()[-1] == "torch imported"
+
+
+@pytest.mark.slow
+def test_commands_that_only_use_the_encoder_import_no_torch_and_torch_agrees(files, tmp_path):
+    people = tmp_path / "people"
+    (people / "eileen").mkdir(parents=True)
+    for name in ("face", "mirrored"):
+        (people / "eileen" / files[name].name).symlink_to(files[name])
+    (people / "other").mkdir()
+    (people / "other" / "two.png").symlink_to(files["two"])
+    gallery = tmp_path / "g.db"
+    # The first command exports (and quantises) the encoder into the cache, that time with torch.
+    first, _ = tf_reporting_torch(gallery, "enroll", "eileen", str(files["face"]))
+    assert first.returncode == 0, first.stderr
+    commands = [
+        ("enroll", "eileen", str(files["face"])),
+        ("enroll-dir", str(people)),
+        ("identify", str(files["mirrored"])),
+        ("identify", str(people / "eileen")),
+        ("verify", str(files["mirrored"]), "eileen"),
+        ("people",),
+        ("cluster", str(people)),
+        ("calibrate", str(people), "--far", "0.5"),
+    ]
+    for command in commands:
+        result, torch_imported = tf_reporting_torch(gallery, *command)
+        assert result.returncode in (0, 2), f"{command}: {result.stderr}"  # 2: two.png skipped
+        assert not torch_imported, command
+    # One gallery for every runtime: float32 onnx and torch embeddings agree within 1e-4 (a
+    # squared distance of 1e-5 at most), int8 ones (the default) come close. The threshold is
+    # given: calibrate stored one measured on three faces.
+    distances = {}
+    for runtime in ("onnx", "torch", "onnx-int8"):
+        result, torch_imported = tf_reporting_torch(
+            gallery,
+            "identify",
+            str(files["face"]),
+            "--json",
+            "--runtime",
+            runtime,
+            "--threshold",
+            "0.1",
+        )
+        assert result.returncode == 0 and torch_imported == (runtime == "torch"), result.stderr
+        (match,) = json.loads(result.stdout)[0]["faces"]
+        assert match["name"] == "eileen"
+        distances[runtime] = match["distance"]
+    assert abs(distances["onnx"] - distances["torch"]) <= 1e-5
+    assert distances["onnx-int8"] <= 1e-5 and distances["onnx"] < 0.03

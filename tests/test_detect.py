@@ -118,3 +118,23 @@ def test_bad_arguments_are_refused(astronaut, hog):
         hog.detect(astronaut[:, :, 0])
     with pytest.raises(InputError, match="empty"):
         hog.face_in_box(astronaut, (10, 10, 10, 40))
+
+
+def test_the_saved_hog_detector_finds_what_dlibs_own_finds(astronaut, tmp_path, monkeypatch):
+    import dlib
+
+    from tripletface.faces.detect import frontal_face_detector
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    built = frontal_face_detector()  # not saved yet: built, then saved
+    (saved,) = (tmp_path / "tripletface").glob("dlib-*-frontal-face-detector.svm")
+    read = frontal_face_detector()
+    reference = dlib.get_frontal_face_detector()
+    image = _resized(astronaut, 2.0)
+    results = [detector.run(image, 0, -0.5) for detector in (built, read, reference)]
+    boxes = [[(r.left(), r.top(), r.right(), r.bottom()) for r in rects] for rects, _, _ in results]
+    assert len(boxes[2]) >= 2 and boxes[0] == boxes[1] == boxes[2]
+    assert results[0][1] == results[1][1] == results[2][1]  # the same scores
+    saved.write_bytes(b"damaged")
+    assert frontal_face_detector().run(image, 0, -0.5)[1] == results[2][1]  # rebuilt
+    assert saved.read_bytes() != b"damaged"

@@ -20,6 +20,7 @@ LAYERS = {
     "gallery": 2,
     "search": 2,
     "distributed": 2,
+    "cache": 2,
     "train": 3,
     "finetune": 3,
     "evaluate": 3,

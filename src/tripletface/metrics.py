@@ -8,9 +8,7 @@ numpy arrays.
 """
 
 import numpy as np
-import torch
 
-from tripletface.distances import pairwise_distances
 from tripletface.errors import InputError
 
 
@@ -183,6 +181,10 @@ def _identity_distances(gallery_emb, gallery_labels, probe_emb, probe_labels):
             f"{len(gallery)} gallery and {len(probe)} probe embeddings but {len(labels)} and "
             f"{len(probes)} labels: give one label per embedding"
         )
+    import torch  # here, so that threshold searches (val_at_far) run without torch
+
+    from tripletface.distances import pairwise_distances
+
     order = np.argsort(labels, kind="stable")
     identities, starts = np.unique(labels[order], return_index=True)
     gallery_t, probe_t = torch.as_tensor(gallery[order]), torch.as_tensor(probe)

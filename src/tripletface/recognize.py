@@ -16,27 +16,30 @@ Which pixels reach the encoder: an encoder with ``chip_padding`` set wants align
 detected faces (real photos); one whose ``chip_padding`` is None, or a recognizer built with
 ``detector=None``, gets the whole image resized to its input size (e.g. the compact CNN trained on
 synthetic faces that already fill the frame), reported as one face with the image's box.
+
+Which code runs the encoder: ``runtime`` (``tripletface.models.runtime``), by default onnxruntime
+when it is installed, so that recognition imports no torch; "torch" runs the PyTorch module.
 """
 
 import functools
 import hashlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from tripletface import metrics
 from tripletface.data.images import load_image
-from tripletface.distances import pairwise_distances
 from tripletface.errors import GalleryError, InputError, TripletfaceError
 from tripletface.faces.extract import Box, ChipMaker, FaceStream, PhotoFaces, file_hash
 from tripletface.gallery import Gallery, default_gallery_path
-from tripletface.models import Encoder, load_encoder
-from tripletface.models.checkpoint import architecture_name
-from tripletface.search import GalleryIndex
+from tripletface.models.runtime import Runtime, TorchRuntime, load_runtime
+from tripletface.search import ExactIndex, GalleryIndex
+
+if TYPE_CHECKING:
+    from tripletface.models import Encoder
 
 # Squared Euclidean thresholds between unit-length embeddings, measured by bench/thresholds.py:
 # on ORL (40 persons x 10 real photos; all 1,800 same-person and 78,000 different-person pairs)
@@ -89,17 +92,20 @@ class FaceRecognizer:
     def __init__(
         self,
         gallery: str | Path | None = None,
-        encoder: str | Path | Encoder = "dlib-resnet",
+        encoder: "str | Path | Encoder" = "dlib-resnet",
         threshold: float | None = None,
         detector: str | None = "auto",
         read_only: bool = False,
+        runtime: str = "auto",
     ):
-        self.encoder, self.encoder_name = _encoder_and_name(encoder)
+        self.encoder_name = _encoder_name(encoder)
+        self.runtime: Runtime = load_runtime(encoder, runtime)
+        self._source = encoder
         self.gallery_path = Path(gallery) if gallery is not None else default_gallery_path()
         self.read_only = read_only
         self._threshold = threshold
-        padding = getattr(self.encoder, "chip_padding", None)
-        self.chips = ChipMaker.for_encoder(detector, self.encoder.input_size[0], padding)
+        info = self.runtime.info
+        self.chips = ChipMaker.for_encoder(detector, info.input_size[0], info.chip_padding)
 
     def enroll(self, name: str, image, largest: bool = False) -> Enrollment:
         """Add the one face of ``image`` (the largest if ``largest``) to the person ``name``."""
@@ -121,8 +127,7 @@ class FaceRecognizer:
             )
         boxes, embeddings = self.faces(image)
         _require_face(_name_of(image), boxes)
-        pairs = pairwise_distances(torch.from_numpy(embeddings), torch.from_numpy(mine))
-        distance = float(pairs.min())
+        distance = float(ExactIndex(mine).search(embeddings, 1)[0].min())
         return Verification(distance <= self.threshold, distance)
 
     def watch(self, source, frames: bool = False, **options) -> Iterator:
@@ -155,13 +160,23 @@ class FaceRecognizer:
         )
 
     @functools.cached_property
+    def encoder(self) -> "Encoder":
+        """The PyTorch encoder (loaded now, with torch, when another runtime embeds)."""
+        from tripletface.models import load_encoder
+
+        if isinstance(self.runtime, TorchRuntime):
+            return self.runtime.encoder
+        source = self._source
+        return load_encoder(source) if isinstance(source, (str, Path)) else source
+
+    @functools.cached_property
     def gallery(self) -> Gallery:
         """The gallery file, opened (and created unless read-only) on first use."""
         return Gallery(
             self.gallery_path,
             self.encoder_name,
-            self.encoder.fingerprint(),
-            self.encoder.embedding_dim,
+            self.runtime.info.fingerprint,
+            self.runtime.info.embedding_dim,
             create=not self.read_only,
             read_only=self.read_only,
         )
@@ -184,8 +199,7 @@ class FaceRecognizer:
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """Unit-length N x D float32 embeddings of N x H x W x 3 uint8 chips."""
-        batch = torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2).float()
-        return torch.nn.functional.normalize(self.encoder.embed(batch), dim=1).numpy()
+        return self.runtime.embed(chips)
 
     def match(self, boxes: list[Box], embeddings: np.ndarray) -> list[Match]:
         """Matches of already embedded faces against the gallery."""
@@ -217,7 +231,7 @@ class FaceRecognizer:
         with stream:
             for group in _batches(stream, batch):
                 chips = [item.chips for item in group if item.error is None]
-                with _torch_threads(1 if stream.detecting else torch.get_num_threads()):
+                with self.runtime.threads(1 if stream.detecting else None):
                     embedded = iter(
                         _split(self.embed(np.concatenate(chips)), chips) if chips else []
                     )
@@ -308,12 +322,13 @@ class FaceRecognizer:
         ]
 
 
-def _encoder_and_name(encoder: str | Path | Encoder) -> tuple[Encoder, str]:
-    """The encoder and the name the gallery records: registry name, or checkpoint file name."""
-    if isinstance(encoder, Encoder):
-        return encoder.eval(), architecture_name(encoder)
-    name = Path(encoder).name if Path(encoder).suffix == ".pt" else str(encoder)
-    return load_encoder(encoder), name
+def _encoder_name(encoder: "str | Path | Encoder") -> str:
+    """The name the gallery records: registry name, or checkpoint file name."""
+    if not isinstance(encoder, (str, Path)):
+        from tripletface.models.checkpoint import architecture_name
+
+        return architecture_name(encoder)
+    return Path(encoder).name if Path(encoder).suffix == ".pt" else str(encoder)
 
 
 def _name_of(image) -> str:
@@ -350,10 +365,13 @@ def _require_face(source: str, boxes: list[Box]) -> None:
 
 def pair_distances(embeddings: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray]:
     """(squared Euclidean distance, same label) of every unordered pair of N x D rows."""
-    squared = pairwise_distances(torch.as_tensor(np.asarray(embeddings, dtype=np.float64)))
-    first, second = np.triu_indices(len(squared), k=1)
+    x = np.asarray(embeddings, dtype=np.float64)
+    norms = np.einsum("ij,ij->i", x, x)
+    first, second = np.triu_indices(len(x), k=1)
+    # ||a||^2 + ||b||^2 - 2 a.b in float64; rounding can make it slightly negative.
+    squared = np.maximum(norms[:, None] + norms[None, :] - 2.0 * (x @ x.T), 0.0)
     labels = np.asarray(labels)
-    return squared.numpy()[first, second], labels[first] == labels[second]
+    return squared[first, second], labels[first] == labels[second]
 
 
 def threshold_at_far(embeddings: np.ndarray, labels, far: float = 1e-3) -> Calibration:
@@ -370,17 +388,6 @@ def threshold_at_far(embeddings: np.ndarray, labels, far: float = 1e-3) -> Calib
         int(same.sum()),
         int((~same).sum()),
     )
-
-
-@contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """Run the block with torch on ``count`` intra-op threads, then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:

@@ -16,9 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-
-from tripletface.distances import pairwise_distances
 
 Box = tuple[float, float, float, float]
 
@@ -283,10 +280,8 @@ class Tracker:
         means = [(i, m) for i, m in means if m is not None]
         given = [(j, e) for j, e in enumerate(embeddings) if e is not None]
         if means and given:
-            squared = pairwise_distances(
-                torch.from_numpy(np.stack([m for _, m in means]).astype(np.float32)),
-                torch.from_numpy(np.stack([e for _, e in given]).astype(np.float32)),
-            ).numpy()
+            diffs = np.stack([m for _, m in means])[:, None] - np.stack([e for _, e in given])
+            squared = np.einsum("tjd,tjd->tj", diffs, diffs)
             out[np.ix_([i for i, _ in means], [j for j, _ in given])] = squared
         return out
 

@@ -34,7 +34,6 @@ from PIL import Image, ImageDraw
 from tripletface.data.images import save_image_atomic
 from tripletface.errors import InputError
 from tripletface.faces.extract import ChipMaker
-from tripletface.recognize import _torch_threads
 from tripletface.tracking import Box, Tracker, TrackEvent, box_iou
 
 # Network streams give up after this many seconds without data (opening, then each read).
@@ -346,7 +345,7 @@ class Watch:
         if rows:
             # One thread: the detection worker holds the other core, and torch's threads
             # spin-waiting for a busy core made a few chips 10x slower (2 cores, loaded).
-            with _torch_threads(1):
+            with rec.runtime.threads(1):
                 embedded = rec.embed(chips[rows])
             if self._known:
                 matches = rec.match([boxes[j] for j in rows], embedded)

@@ -17,6 +17,7 @@ _MODULES: tuple[str, ...] = (
     "demo",
     "serve",
     "watch",
+    "export",
 )
 
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from tripletface.errors import InputError, TripletfaceError
+from tripletface.models.runtime import RUNTIMES
 
 DETECTORS = ("auto", "hog", "cnn", "none")
 
@@ -37,6 +37,12 @@ def _options() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--workers", type=int, default=2, help="processes detecting faces in folders (2)"
+    )
+    common.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="what runs the encoder (auto: onnx-int8 when onnxruntime is installed, no torch)",
     )
     return common
 
@@ -80,7 +86,9 @@ def register(subparsers) -> None:
 def _recognizer(args, read_only: bool = False):
     from tripletface.recognize import FaceRecognizer
 
-    return FaceRecognizer(args.gallery, args.encoder, args.threshold, _detector(args), read_only)
+    return FaceRecognizer(
+        args.gallery, args.encoder, args.threshold, _detector(args), read_only, args.runtime
+    )
 
 
 def _detector(args) -> str | None:
@@ -118,12 +126,18 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _progress(items, total: int, what: str):
-    """A progress bar on stderr, shown only on a terminal."""
+    """A progress bar on stderr, shown only on a terminal and for more than one photo."""
+    if total <= 1:
+        return items  # and tqdm is not even imported: a one-photo command starts faster
+    from tqdm import tqdm
+
     return tqdm(items, total=total, desc=what, unit="photo", file=sys.stderr, disable=None)
 
 
 def _warn(path, error: TripletfaceError) -> None:
     """One line on stderr for a file of a folder that could not be used."""
+    from tqdm import tqdm
+
     message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
     tqdm.write(f"tripletface: skipped {message}", file=sys.stderr)
 

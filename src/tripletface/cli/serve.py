@@ -88,15 +88,20 @@ def serve(args) -> int:
 
 def _app(args, keys, pool):
     """The app and its engine: the recognizer loaded, the gallery opened and checked."""
-    import torch
-
+    from tripletface.models.runtime import TorchRuntime
     from tripletface.recognize import FaceRecognizer
     from tripletface.service.app import Settings, create_app
     from tripletface.service.engine import Engine
 
-    # Threads spinning for cores that the detection workers hold slow the encoder down.
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
-    recognizer = FaceRecognizer(args.gallery, args.encoder, args.threshold, _detector(args))
+    recognizer = FaceRecognizer(
+        args.gallery, args.encoder, args.threshold, _detector(args), runtime=args.runtime
+    )
+    if isinstance(recognizer.runtime, TorchRuntime):
+        import torch
+
+        # Threads spinning for cores that the detection workers hold slow the encoder down
+        # (onnxruntime's sessions are made not to spin).
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
     engine = Engine(recognizer, pool)
     try:
         engine.open()

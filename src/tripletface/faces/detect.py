@@ -8,12 +8,14 @@ reach the detectors' minimum size, large ones downsampled to ``max_side`` so tha
 stays bounded; boxes are mapped back and the landmarks predicted on the original pixels.
 """
 
+import os
 from dataclasses import dataclass, field
 
 import dlib
 import numpy as np
 from PIL import Image
 
+from tripletface.cache import data_dir
 from tripletface.data.images import require_rgb
 from tripletface.errors import InputError
 from tripletface.models.dlib_files import CNN_DETECTOR, LANDMARKS_5, dlib_model_path
@@ -97,7 +99,7 @@ class FaceDetector:
     def _detect_hog(self, image: np.ndarray, scale: float) -> list[Face]:
         """HOG detections on the image resized by ``scale``."""
         if self._hog is None:
-            self._hog = dlib.get_frontal_face_detector()
+            self._hog = frontal_face_detector()
         rects, scores, _ = self._hog.run(_rescale(image, scale), 0, self.threshold)
         return [
             self._face(image, _box_of(rect) / scale, score, "hog", scale)
@@ -128,6 +130,24 @@ class FaceDetector:
         height, width = image.shape[:2]
         clipped = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
         return Face(clipped, landmarks, float(score), detector, float(scale))
+
+
+def frontal_face_detector() -> "dlib.fhog_object_detector":
+    """dlib's HOG face detector, read from a copy saved in the user's data folder: building it
+    takes 0.3 to 1 s, reading the copy 2 ms (bench/startup.py); saved on first use."""
+    path = data_dir() / f"dlib-{dlib.__version__}-frontal-face-detector.svm"
+    try:
+        return dlib.fhog_object_detector(str(path))
+    except RuntimeError:  # not saved yet (or damaged): build it and save it
+        detector = dlib.get_frontal_face_detector()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        detector.save(str(tmp))
+        os.replace(tmp, path)
+    except (OSError, RuntimeError):
+        pass  # an unwritable data folder only costs the build next time
+    return detector
 
 
 def _detection_scale(shape: tuple[int, ...], upsample: int, max_side: int) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from tripletface.errors import InputError
+from tripletface.models.dlib_files import FACE_ENCODER, dlib_model_path
 
 if TYPE_CHECKING:
     from tripletface.models.base import Encoder
@@ -16,16 +17,18 @@ if TYPE_CHECKING:
 
 class _Entry(NamedTuple):
     """Where an architecture lives ("module:Class") and the input load_encoder(name) builds it
-    for: side in pixels and chip padding (None: whole images), like timm's default configs."""
+    for: side in pixels and chip padding (None: whole images), like timm's default configs;
+    ``weights``: the dlib model file its pretrained weights come from (None: random weights)."""
 
     target: str
     side: int
     padding: float | None
+    weights: str | None = None
 
 
 _BUILTIN: dict[str, _Entry] = {
     "compact": _Entry("compact:CompactNet", 64, None),
-    "dlib-resnet": _Entry("dlib_resnet:DlibResNet", 150, 0.25),
+    "dlib-resnet": _Entry("dlib_resnet:DlibResNet", 150, 0.25, FACE_ENCODER),
     "inception-resnet-v1": _Entry("inception_resnet_v1:InceptionResnetV1", 160, None),
 }
 
@@ -40,6 +43,15 @@ def default_input(name: str | Path) -> tuple[int, float | None] | None:
     None for a checkpoint, whose input is only known once it is read."""
     entry = None if _is_checkpoint(name) else _BUILTIN.get(str(name))
     return (entry.side, entry.padding) if entry is not None else None
+
+
+def weights_file(name: str | Path) -> Path | None:
+    """The file load_encoder(name) reads its weights from, found without importing torch: the
+    checkpoint itself, or a pretrained encoder's model file; None for random weights."""
+    if _is_checkpoint(name):
+        return Path(name)
+    entry = _BUILTIN.get(str(name))
+    return dlib_model_path(entry.weights) if entry is not None and entry.weights else None
 
 
 def encoder_class(name: str) -> "type[Encoder]":
@@ -89,4 +101,5 @@ __all__ = [
     "encoder_class",
     "list_encoders",
     "load_encoder",
+    "weights_file",
 ]
