@@ -22,7 +22,10 @@ DETECTORS = ("auto", "hog", "cnn", "none")
 def _options() -> argparse.ArgumentParser:
     """Options shared by every recognition subcommand."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--gallery", type=Path, help="gallery file (default: per-user data dir)")
+    common.add_argument(
+        "--gallery",
+        help="gallery file, or postgresql://USER@HOST[:PORT]/DB (default: per-user data dir)",
+    )
     common.add_argument(
         "--encoder", default="dlib-resnet", help="encoder name or .pt checkpoint (dlib-resnet)"
     )
