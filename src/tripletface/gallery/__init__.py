@@ -57,13 +57,14 @@ def gallery_exists(location: str | Path) -> bool:
 
 def open_gallery(
     location: str | Path,
-    encoder_name: str,
-    encoder_version: str,
-    embedding_dim: int,
+    encoder_name: str | None,
+    encoder_version: str | None,
+    embedding_dim: int | None,
     create: bool = True,
     read_only: bool = False,
 ) -> BaseGallery:
-    """The gallery at a file path or PostgreSQL URL, checked to be of this encoder."""
+    """The gallery at a file path or PostgreSQL URL, checked to be of this encoder (None, None,
+    None: an existing gallery of whichever encoder made it)."""
     if is_url(location):
         from tripletface.gallery.postgres import PostgresGallery
 

@@ -145,9 +145,10 @@ class BaseGallery:
     _begin_read = "BEGIN"
     _errors: tuple[type[BaseException], ...] = ()
 
-    def __init__(self, encoder_name: str, embedding_dim: int):
+    def __init__(self, encoder_name: str | None, embedding_dim: int | None):
+        # None: an existing gallery of whichever encoder it holds (to copy it, for one).
         self.encoder_name = encoder_name
-        self.embedding_dim = int(embedding_dim)
+        self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
         self._snapshot: Snapshot | None = None
 
     # ---- what backends provide
@@ -229,6 +230,9 @@ class BaseGallery:
                 f"{SCHEMA_VERSION}: use another --gallery, or the tripletface that made it"
             )
         name, fingerprint, dim = stored[0]
+        if self.encoder_name is None:
+            self.encoder_name, self.embedding_dim, encoder_version = name, dim, fingerprint
+        self.encoder_version = fingerprint
         if name != self.encoder_name or dim != self.embedding_dim:
             raise GalleryError(
                 f"{self.location} was built with encoder {name} ({dim}-d), not "
@@ -410,6 +414,22 @@ class BaseGallery:
         if missing:
             raise InputError(f"faces {missing[:5]} are not in {self.location}")
         return self._matrix([found[i] for i in ids])
+
+    def records_of(self, name: str) -> tuple[np.ndarray, list[str | None], list[str | None], list]:
+        """(N x D embeddings, sources, content hashes, boxes or None) of one person's faces."""
+        rows = self._rows(
+            "SELECT faces.embedding, source, sha256, box_left, box_top, box_right, box_bottom"
+            " FROM faces JOIN persons ON persons.id = faces.person_id WHERE persons.name = ?"
+            " ORDER BY faces.id",
+            (name,),
+        )
+        boxes = [None if row[3] is None else tuple(row[3:7]) for row in rows]
+        return (
+            self._matrix([row[0] for row in rows]),
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            boxes,
+        )
 
     def names_of(self, face_ids) -> dict[int, str]:
         """Person name of each of these face ids that is enrolled."""

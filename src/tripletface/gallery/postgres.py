@@ -47,9 +47,9 @@ class PostgresGallery(BaseGallery):
     def __init__(
         self,
         url: str,
-        encoder_name: str,
-        encoder_version: str,
-        embedding_dim: int,
+        encoder_name: str | None,
+        encoder_version: str | None,
+        embedding_dim: int | None,
         create: bool = True,
         read_only: bool = False,
     ):
@@ -64,7 +64,7 @@ class PostgresGallery(BaseGallery):
         self._conn = self._connect()
         try:
             if not self._rows("SELECT to_regclass('meta') IS NOT NULL")[0][0]:
-                if read_only or not create:
+                if read_only or not create or encoder_name is None:
                     raise GalleryError(
                         f"{self.location}: no gallery in this database; check --gallery, or "
                         "enroll someone first (tripletface enroll NAME PHOTO)"

@@ -49,9 +49,9 @@ class SQLiteGallery(BaseGallery):
     def __init__(
         self,
         path: str | Path,
-        encoder_name: str,
-        encoder_version: str,
-        embedding_dim: int,
+        encoder_name: str | None,
+        encoder_version: str | None,
+        embedding_dim: int | None,
         create: bool = True,
         read_only: bool = False,
     ):
@@ -64,7 +64,7 @@ class SQLiteGallery(BaseGallery):
                 f"{self.path} is a folder: give --gallery a file name such as gallery.db"
             )
         if not self.path.exists():
-            if read_only or not create:
+            if read_only or not create or encoder_name is None:
                 raise GalleryError(
                     f"{self.path}: no gallery there; check --gallery, or enroll someone first "
                     "(tripletface enroll NAME PHOTO)"

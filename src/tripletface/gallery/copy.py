@@ -1,0 +1,75 @@
+"""Copy a gallery between any two backends (SQLite file or PostgreSQL URL).
+
+One transaction per person in the destination, so an interrupted copy keeps every person it
+finished and a second run resumes after them. The destination is checked at the end: the same
+encoder fingerprint, the same people with the same number of faces.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from tripletface.errors import GalleryError
+from tripletface.gallery import BaseGallery, open_gallery
+
+
+class Copied(NamedTuple):
+    """What a copy did: people and faces copied now, people already there (a resumed copy)."""
+
+    people: int
+    faces: int
+    skipped: int
+
+
+def copy_gallery(
+    source: str | Path,
+    destination: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> Copied:
+    """Copy every person of ``source`` missing from ``destination`` (created if need be), then
+    the threshold and calibration; ``progress(faces, total faces)`` after each person.
+
+    GalleryError if the destination holds another encoder's faces, or a person with another
+    number of faces than in the source.
+    """
+    with (
+        open_gallery(source, None, None, None, read_only=True) as src,
+        open_gallery(destination, src.encoder_name, src.encoder_version, src.embedding_dim) as dst,
+    ):
+        if dst.uid == src.uid:
+            raise GalleryError(f"{dst.location} is {src.location} itself: nothing to copy")
+        there = dict(dst.people())
+        people = faces = skipped = 0
+        total = src.face_count()
+        for name, count in src.people():
+            if name in there:
+                _same_count(dst, name, there[name], count)
+                skipped += 1
+            else:
+                matrix, sources, hashes, boxes = src.records_of(name)
+                dst.add_faces(name, matrix, sources, hashes, boxes)
+                people, faces = people + 1, faces + len(matrix)
+            if progress is not None:
+                progress(count, total)
+        dst.threshold = src.threshold
+        dst.calibration = src.calibration
+        _check_copy(src, dst)
+    return Copied(people, faces, skipped)
+
+
+def _same_count(dst: BaseGallery, name: str, there: int, count: int) -> None:
+    if there != count:
+        raise GalleryError(
+            f"{dst.location} already has {name!r} with {there} faces, the source {count}: "
+            "copy into an empty gallery, or remove that person from the destination"
+        )
+
+
+def _check_copy(src: BaseGallery, dst: BaseGallery) -> None:
+    """GalleryError unless both hold the same people, face counts and encoder fingerprint."""
+    if dst.encoder_version != src.encoder_version or src.people() != dst.people():
+        raise GalleryError(
+            f"{dst.location} does not hold what {src.location} holds after the copy "
+            f"({dst.face_count()} faces against {src.face_count()}): another process changed "
+            "one of them; run the copy again"
+        )
