@@ -26,6 +26,7 @@ LAYERS = {
     "demo": 3,
     "plots": 3,
     "cli": 4,
+    "service": 4,
 }
 ROOT = Path(tripletface.__file__).parent
 

@@ -15,7 +15,7 @@ class GalleryError(TripletfaceError):
     """A gallery that cannot be used as asked: corrupt, read-only, another encoder, empty."""
 
 
-class GalleryUnavailable(GalleryError):
+class GalleryUnavailable(GalleryError):  # noqa: N818 (the name other branches use)
     """The gallery's database cannot be reached now (a server down): try again later."""
 
     exit_code = 3

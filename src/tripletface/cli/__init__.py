@@ -9,7 +9,7 @@ from tripletface import __version__
 from tripletface.errors import TripletfaceError
 
 # Each module defines register(subparsers), which adds its subcommands and sets args.run.
-_MODULES: tuple[str, ...] = ("recognize", "evaluate", "synth", "train", "demo", "gallery")
+_MODULES: tuple[str, ...] = ("recognize", "evaluate", "synth", "train", "demo", "serve", "gallery")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,9 +7,15 @@ detect while the caller is still importing torch and loading its encoder, about 
 before it carry none of its thread pools.
 """
 
+import ctypes
 import functools
 import hashlib
 import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -98,6 +104,38 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# How often a worker checks that the process that started it is still alive (seconds).
+_PARENT_POLL = 0.5
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` forked processes that exit by themselves when the process that made them dies.
+
+    Forked workers inherit both ends of the pool's pipes, so a parent killed with SIGKILL never
+    closes them and the workers would wait for work forever. The pool forks all its workers at
+    the first ``submit``: make it from a thread that lives as long as the pool (the main one),
+    since Linux sends the parent-death signal when the forking *thread* ends.
+    """
+    return ProcessPoolExecutor(
+        workers, mp.get_context("fork"), initializer=_follow_parent, initargs=(os.getpid(),)
+    )
+
+
+def _follow_parent(parent: int) -> None:
+    """In a worker: die with ``parent``. Linux's parent-death signal stops even a detection
+    holding the GIL; a watcher thread covers other systems (and the signal's race with fork)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL)
+    os._exit(1)
+
+
 class FaceStream:
     """``faces_of_file`` of each path, in order, computed by ``workers`` processes that start
     at construction; one at a time in this process when ``workers`` <= 1, there is a single file,
@@ -118,7 +156,7 @@ class FaceStream:
         self._pending: deque[Future] = deque()
         self._next = 0
         if self.parallel:
-            self._pool = ProcessPoolExecutor(workers, mp.get_context("fork"))
+            self._pool = worker_pool(workers)
             self._submit(ahead)
 
     def __len__(self) -> int:

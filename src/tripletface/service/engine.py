@@ -1,0 +1,205 @@
+"""What the HTTP routes call: detection workers, the batched encoder and the gallery, loaded once.
+
+Each kind of work has its own place, so that the event loop only waits: photos are decoded and
+their faces detected in forked worker processes (``faces.extract.worker_pool``), chips are
+embedded by the ``EncoderBatcher`` thread, and the gallery and its search index are used from
+one thread of their own (a SQLite connection belongs to the thread that opened it, and one
+thread serialises the writes). Every request reads the gallery's generation, so changes made by
+other processes (the CLI, other servers) are seen by the next request.
+"""
+
+import asyncio
+import contextlib
+import unicodedata
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from tripletface.errors import InputError
+from tripletface.faces.extract import Box
+from tripletface.recognize import FaceRecognizer, Match, Verification
+from tripletface.search import ExactIndex
+from tripletface.service.batching import EncoderBatcher
+from tripletface.service.metrics import Metrics
+from tripletface.service.photos import Detected, detect_upload
+
+T = TypeVar("T")
+
+
+class NotFoundError(InputError):
+    """The person named in the request is not enrolled (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """What /healthz reports."""
+
+    people: int
+    faces: int
+    encoder: str
+
+
+class Engine:
+    """Enroll, identify, verify, list and remove, for many concurrent requests.
+
+    ``pool``: the detection worker processes (already started, before torch loaded). ``open()``
+    the gallery, ``await start()`` in the server's event loop, ``await stop()`` there, then
+    ``close()``.
+    """
+
+    def __init__(
+        self,
+        recognizer: FaceRecognizer,
+        pool: Executor,
+        metrics: Metrics | None = None,
+        batch_wait: float = 0.004,
+    ) -> None:
+        self.recognizer = recognizer
+        self.pool = pool
+        self.metrics = metrics or Metrics()
+        self.batcher = EncoderBatcher(
+            self._encode, wait=batch_wait, on_batch=self.metrics.batch.observe
+        )
+        self._gallery_thread = ThreadPoolExecutor(1, thread_name_prefix="tripletface-gallery")
+        self._batching: asyncio.Task | None = None
+
+    def open(self) -> None:
+        """Open the gallery (in its thread) and check that a threshold is known."""
+        self._gallery_thread.submit(self._open).result()
+
+    async def start(self) -> None:
+        """Start batching the encoder's work, in the server's event loop."""
+        self._batching = asyncio.create_task(self.batcher.run())
+
+    async def stop(self) -> None:
+        """Stop batching (after the last request was answered)."""
+        if self._batching is not None:
+            self._batching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batching
+
+    def close(self) -> None:
+        """Stop the encoder thread, close the gallery, stop the detection workers."""
+        self.batcher.close()
+        if "gallery" in vars(self.recognizer):  # opened (FaceRecognizer caches it)
+            self._gallery_thread.submit(self.recognizer.gallery.close).result()
+        self._gallery_thread.shutdown(wait=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    async def health(self) -> Health:
+        """Number of people and faces in the gallery now, and the encoder's name."""
+        people, faces = await self._in_gallery(self._counts)
+        return Health(people, faces, self.recognizer.encoder_name)
+
+    async def enroll(self, name: str, image: bytes, base64_text: bool, largest: bool) -> list[int]:
+        """Add the one face of the photo (the largest if ``largest``) to ``name``; its face ids,
+        returned once the gallery has committed them."""
+        check_name(name)
+        found = await self._detect(image, base64_text)
+        _require_face(found.boxes)
+        if len(found.boxes) > 1 and not largest:
+            raise InputError(
+                f"image: {len(found.boxes)} faces found; send a photo of one face, "
+                "or largest=true to enroll the largest"
+            )
+        # The detector lists faces largest first: only that one is encoded.
+        embedding = await self.batcher.embed(found.chips[:1])
+        return await self._in_gallery(
+            self.recognizer.gallery.add_faces,
+            name,
+            embedding,
+            ["<upload>"],
+            [found.digest],
+            found.boxes[:1],
+        )
+
+    async def identify(self, image: bytes, base64_text: bool) -> list[Match]:
+        """One Match per face of the photo, against the gallery as it is now."""
+        found = await self._detect(image, base64_text)
+        if not found.boxes:
+            return []
+        embeddings = await self.batcher.embed(found.chips)
+        return await self._in_gallery(self.recognizer.match, found.boxes, embeddings)
+
+    async def verify(
+        self, name: str, image: bytes, base64_text: bool
+    ) -> tuple[Verification, float]:
+        """Is ``name`` in the photo? Decided on its face nearest to their enrolled faces; with
+        the threshold it was decided by."""
+        await self._in_gallery(self._faces_of, name)  # a stranger's name fails before detection
+        found = await self._detect(image, base64_text)
+        _require_face(found.boxes)
+        embeddings = await self.batcher.embed(found.chips)
+        return await self._in_gallery(self._verify, name, embeddings)
+
+    async def people(self) -> list[tuple[str, int]]:
+        """(name, number of faces) of everyone enrolled, by name."""
+        return await self._in_gallery(self._people)
+
+    async def remove(self, name: str) -> int:
+        """Delete a person and their faces; the number of faces removed (404 if absent)."""
+        return await self._in_gallery(self._remove, name)
+
+    def _open(self) -> None:
+        self.recognizer.gallery.snapshot()
+        _ = self.recognizer.threshold  # an encoder without a threshold fails at start-up
+        self._counts()
+
+    def _counts(self) -> tuple[int, int]:
+        people = self._people()
+        return len(people), sum(n for _, n in people)
+
+    def _people(self) -> list[tuple[str, int]]:
+        people = self.recognizer.gallery.people()
+        self.metrics.people.set(len(people))
+        self.metrics.faces.set(sum(n for _, n in people))
+        return people
+
+    def _faces_of(self, name: str) -> np.ndarray:
+        snapshot = self.recognizer.gallery.snapshot()
+        mine = snapshot.matrix[np.asarray(snapshot.names, dtype=object) == name]
+        if len(mine) == 0:
+            raise NotFoundError(f"{name!r} is not enrolled: see GET /v1/people")
+        return mine
+
+    def _verify(self, name: str, embeddings: np.ndarray) -> tuple[Verification, float]:
+        distances, _ = ExactIndex(self._faces_of(name)).search(embeddings, 1)
+        distance, threshold = float(distances.min()), self.recognizer.threshold
+        return Verification(distance <= threshold, distance), threshold
+
+    def _remove(self, name: str) -> int:
+        if name not in dict(self.recognizer.gallery.people()):
+            raise NotFoundError(f"{name!r} is not enrolled: see GET /v1/people")
+        return self.recognizer.gallery.remove(name)
+
+    def _encode(self, chips: np.ndarray) -> np.ndarray:
+        self.metrics.encoded.inc(len(chips))
+        return self.recognizer.embed(chips)
+
+    async def _detect(self, image: bytes, base64_text: bool) -> Detected:
+        loop = asyncio.get_running_loop()
+        maker = self.recognizer.chips
+        found = await loop.run_in_executor(self.pool, detect_upload, maker, image, base64_text)
+        self.metrics.detected.inc(len(found.boxes))
+        return found
+
+    async def _in_gallery(self, function: Callable[..., T], *args) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._gallery_thread, function, *args
+        )
+
+
+def check_name(name: str) -> None:
+    """InputError unless ``name`` is 1-100 characters, not only spaces, with no control ones."""
+    if not 1 <= len(name) <= 100 or not name.strip():
+        raise InputError(f"name {name[:100]!r}: give 1 to 100 characters, not only spaces")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise InputError(f"name {name!r}: control characters are not allowed in a name")
+
+
+def _require_face(boxes: list[Box]) -> None:
+    if not boxes:
+        raise InputError("image: no face found; send a photo with a clear, frontal face")

@@ -1,0 +1,282 @@
+"""The HTTP service, end to end: a real ``tripletface serve`` process on loopback, real photos."""
+
+import base64
+import sqlite3
+import struct
+import subprocess
+import threading
+import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from serving import command, drawn_scene, encoded, face_photo, running_server
+
+from tripletface.service.keys import add_key
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """A keys file with a write key (made by the library) and a read key (by the CLI)."""
+    path = tmp_path_factory.mktemp("keys") / "keys.txt"
+    write = add_key(path, "write", "admin")
+    made = subprocess.run(
+        command("api-key", str(path), "--scope", "read", "--label", "door"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {"write": write, "read": made.stdout.strip(), "path": path}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, keys):
+    gallery = tmp_path_factory.mktemp("gallery") / "people.db"
+    with running_server(gallery, "--api-keys", str(keys["path"]), "--max-upload", "1") as running:
+        running.gallery = gallery
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api(server, keys):
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {keys['write']}"}, timeout=120
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def photos(astronaut):
+    face = face_photo(astronaut)
+    return {
+        "face": encoded(face),
+        "mirrored": encoded(np.ascontiguousarray(face[:, ::-1]), "PNG"),
+        "two": encoded(astronaut),
+        "scene": encoded(drawn_scene(), "PNG"),
+    }
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    """The one-line error message of a JSON error answer with this status."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"] and body["error"] and "\n" not in body["error"]
+    assert "Traceback" not in body["error"]
+    return body["error"]
+
+
+def test_health_docs_and_page(api):
+    health = api.get("/healthz").json()
+    assert health["status"] == "ok" and health["encoder"] == "dlib-resnet"
+    assert {"people", "faces"} <= set(health)
+    schema = api.get("/openapi.json").json()
+    assert {"/healthz", "/v1/identify", "/v1/verify", "/v1/people", "/v1/people/{name}"} <= set(
+        schema["paths"]
+    )
+    assert "/v1/people/{name}/faces" in schema["paths"]
+    assert api.get("/docs").status_code == 200
+    page = api.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
+def test_enroll_identify_verify_list_remove(api, photos):
+    enrolled = api.post("/v1/people/Eileen Collins/faces", files={"image": photos["face"]})
+    assert enrolled.status_code == 201, enrolled.text
+    assert enrolled.json()["name"] == "Eileen Collins" and len(enrolled.json()["face_ids"]) == 1
+    # The photo with two faces (the second a false one on the suit), largest as the form field.
+    both = api.post(
+        "/v1/people/Eileen Collins/faces", files={"image": photos["two"]}, data={"largest": "true"}
+    )
+    assert both.status_code == 201, both.text
+    assert {"name": "Eileen Collins", "faces": 2} in api.get("/v1/people").json()
+
+    faces = api.post("/v1/identify", files={"image": photos["two"]}).json()["faces"]
+    assert len(faces) == 2
+    named = [face for face in faces if face["name"] == "Eileen Collins"]
+    assert len(named) == 1 and named[0]["distance"] < 0.1
+    left, top, right, bottom = named[0]["box"]
+    assert 150 < left < right < 300 and 50 < top < bottom < 200  # the face, not the suit
+
+    verdict = api.post(
+        "/v1/verify", files={"image": photos["mirrored"]}, data={"name": "Eileen Collins"}
+    ).json()
+    assert verdict["same"] is True and 0 <= verdict["distance"] <= verdict["threshold"]
+
+    # The same calls with the photo base64-encoded in a JSON body.
+    text = base64.b64encode(photos["face"]).decode()
+    assert api.post("/v1/identify", json={"image": text}).json()["faces"][0]["name"] == (
+        "Eileen Collins"
+    )
+    as_json = api.post("/v1/verify", json={"image": text, "name": "Eileen Collins"}).json()
+    assert as_json["same"] is True
+    added = api.post("/v1/people/json-only/faces", json={"image": f"data:image/jpeg;base64,{text}"})
+    assert added.status_code == 201, added.text
+
+    assert api.delete("/v1/people/Eileen Collins").json() == {"removed": 2}
+    assert api.delete("/v1/people/json-only").json() == {"removed": 1}
+    assert all(p["name"] != "Eileen Collins" for p in api.get("/v1/people").json())
+    error_of(api.delete("/v1/people/Eileen Collins"), 404)
+
+
+def test_a_photo_without_faces_is_identified_as_none_and_refused_for_enrolment(api, photos):
+    assert api.post("/v1/identify", files={"image": photos["scene"]}).json() == {"faces": []}
+    assert "no face" in error_of(
+        api.post("/v1/people/x/faces", files={"image": photos["scene"]}), 400
+    )
+
+
+def test_bad_requests_get_clear_errors(api, photos):
+    assert "2 faces" in error_of(
+        api.post("/v1/people/x/faces", files={"image": photos["two"]}), 400
+    )
+    truncated = photos["face"][: len(photos["face"]) // 3]
+    error_of(api.post("/v1/identify", files={"image": truncated}), 400)
+    error_of(api.post("/v1/identify", files={"image": b"hello, not a photo"}), 415)
+    error_of(api.post("/v1/identify", content=b"raw", headers={"content-type": "text/plain"}), 415)
+    error_of(api.post("/v1/identify", json={"image": "!!! not base64"}), 400)
+    error_of(
+        api.post("/v1/identify", content=b"{nope", headers={"content-type": "application/json"}),
+        400,
+    )
+    error_of(api.post("/v1/identify", files={"picture": photos["face"]}), 422)
+    error_of(api.post("/v1/identify", json={"photo": "abc"}), 422)
+    error_of(api.post("/v1/verify", files={"image": photos["face"]}), 422)
+    error_of(api.post("/v1/verify", files={"image": photos["face"]}, data={"name": "nobody"}), 404)
+    error_of(api.post("/v1/people/a%01b/faces", files={"image": photos["face"]}), 400)
+    error_of(api.post("/v1/people/%20%20/faces", files={"image": photos["face"]}), 400)
+    error_of(api.post(f"/v1/people/{'n' * 101}/faces", files={"image": photos["face"]}), 422)
+    error_of(api.get("/v1/nothing-here"), 404)
+    error_of(api.put("/v1/people"), 405)
+
+
+def test_large_uploads_and_decompression_bombs_are_refused(api, photos):
+    noise = np.random.default_rng(0).integers(0, 255, (700, 700, 3), dtype=np.uint8)
+    big = encoded(noise, "PNG")  # about 1.5 MB, over this server's --max-upload 1
+    assert len(big) > 1_000_000
+    assert "limit" in error_of(api.post("/v1/identify", files={"image": big}), 413)
+    assert "limit" in error_of(
+        api.post("/v1/identify", json={"image": base64.b64encode(big).decode()}), 413
+    )
+    # 7000 x 6000 black pixels compress to a few kB: refused from the header, never decoded.
+    assert "megapixels" in error_of(
+        api.post("/v1/identify", files={"image": _black_png(7000, 6000)}), 413
+    )
+
+
+def _black_png(width: int, height: int) -> bytes:
+    """A valid grayscale PNG of width x height black pixels, written without allocating them."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    rows = zlib.compress(b"\0" * ((width + 1) * height), 9)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+def test_api_keys_and_scopes(server, keys, photos):
+    with httpx.Client(base_url=server.url, timeout=60) as anonymous:
+        assert anonymous.get("/healthz").status_code == 200
+        response = anonymous.get("/v1/people")
+        assert "Authorization" in error_of(response, 401)
+        assert response.headers["www-authenticate"] == "Bearer"
+        wrong = {"Authorization": "Bearer not-a-key"}
+        error_of(anonymous.get("/v1/people", headers=wrong), 401)
+        read = {"Authorization": f"Bearer {keys['read']}"}
+        assert anonymous.get("/v1/people", headers=read).status_code == 200
+        assert (
+            anonymous.post(
+                "/v1/identify", files={"image": photos["scene"]}, headers=read
+            ).status_code
+            == 200
+        )
+        error_of(
+            anonymous.post("/v1/people/x/faces", files={"image": photos["face"]}, headers=read), 403
+        )
+        error_of(anonymous.delete("/v1/people/x", headers=read), 403)
+    stored = keys["path"].read_text()
+    assert keys["read"] not in stored and keys["write"] not in stored
+    assert keys["read"] not in server.log.read_text()
+
+
+def test_metrics(api, photos):
+    api.post("/v1/identify", files={"image": photos["face"]})
+    api.get("/healthz")
+    text = api.get("/metrics").text
+    assert 'tripletface_requests_total{method="POST",route="/v1/identify",status="200"}' in text
+    buckets = [line for line in text.splitlines() if "request_duration_seconds_bucket{" in line]
+    assert any('route="/healthz"' in line and 'status="200"' in line for line in buckets)
+    assert "tripletface_faces_detected_total" in text and "tripletface_faces_encoded_total" in text
+    assert "tripletface_gallery_faces" in text and "tripletface_encoder_batch_faces_bucket" in text
+    values = dict(line.split() for line in text.splitlines() if line and line[0] != "#")
+    assert float(values["tripletface_faces_detected_total"]) >= 1
+
+
+def test_cli_changes_to_the_gallery_are_seen_by_the_next_request(server, api, photos, tmp_path):
+    mirrored = tmp_path / "mirrored.png"
+    mirrored.write_bytes(photos["mirrored"])
+    subprocess.run(
+        command("enroll", "from-cli", str(mirrored), "--gallery", str(server.gallery)),
+        check=True,
+        capture_output=True,
+    )
+    assert {"name": "from-cli", "faces": 1} in api.get("/v1/people").json()
+    faces = api.post("/v1/identify", files={"image": photos["mirrored"]}).json()["faces"]
+    assert faces[0]["name"] == "from-cli" and faces[0]["distance"] < 1e-6
+    assert api.delete("/v1/people/from-cli").json() == {"removed": 1}
+
+
+def test_concurrent_clients_leave_the_gallery_consistent(server, api, photos):
+    """16 clients: each owns one person it enrolls and removes, all identify and verify."""
+    answers, lock = Counter(), threading.Lock()
+    expected, ids = {}, []
+
+    def client(i: int) -> None:
+        name, count = f"client-{i}", 0
+        photo = photos["face"] if i % 2 else photos["mirrored"]
+        for step in range(12):
+            if step in (0, 3, 8, 11):
+                response = api.post(f"/v1/people/{name}/faces", files={"image": photo})
+                if response.status_code == 201:
+                    count += 1
+                    with lock:
+                        ids.extend(response.json()["face_ids"])
+            elif step == 5:
+                response = api.delete(f"/v1/people/{name}")
+                count = 0
+            elif step % 2:
+                response = api.post("/v1/identify", files={"image": photo})
+            else:
+                other = f"client-{(i + 1) % 16}"
+                response = api.post("/v1/verify", files={"image": photo}, data={"name": other})
+            with lock:
+                answers[response.status_code] += 1
+        expected[name] = count
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(client, range(16)))
+    # 404: verifying a person not enrolled (yet, or any more); 409: identifying in an empty gallery.
+    assert set(answers) <= {200, 201, 404, 409}, answers
+    assert answers[201] == 64 and sum(answers.values()) == 16 * 12
+    assert len(set(ids)) == len(ids)
+    listed = {p["name"]: p["faces"] for p in api.get("/v1/people").json()}
+    assert {name: listed.get(name, 0) for name in expected} == expected
+    with sqlite3.connect(server.gallery) as db:
+        stored = dict(
+            db.execute(
+                "SELECT persons.name, COUNT(*) FROM faces JOIN persons ON persons.id = person_id"
+                " WHERE persons.name LIKE 'client-%' GROUP BY persons.name"
+            ).fetchall()
+        )
+    assert stored == {name: n for name, n in expected.items() if n}
+    for name in expected:
+        api.delete(f"/v1/people/{name}")

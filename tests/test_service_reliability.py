@@ -1,0 +1,99 @@
+"""What survives a crash: acknowledged faces after ``kill -9`` of the server, and no orphans."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from serving import (
+    children,
+    command,
+    encoded,
+    face_photo,
+    running_server,
+    start_server,
+    stop,
+    wait_gone,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_kill_9_during_enrolment_loses_no_acknowledged_face(tmp_path, astronaut):
+    gallery = tmp_path / "people.db"
+    face = face_photo(astronaut)
+    photos = [encoded(face), encoded(np.ascontiguousarray(face[:, ::-1]))]
+    server = start_server(gallery)
+    acknowledged, lock, stopped = [], threading.Lock(), threading.Event()
+
+    def enroll(i: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            while not stopped.is_set():
+                try:
+                    response = client.post(
+                        f"/v1/people/person-{i}/faces", files={"image": photos[i % 2]}
+                    )
+                except httpx.HTTPError:
+                    return  # the server is gone
+                assert response.status_code == 201, response.text
+                with lock:
+                    acknowledged.extend(response.json()["face_ids"])
+
+    threads = [threading.Thread(target=enroll, args=(i,)) for i in range(8)]
+    workers = children(server.process.pid)
+    try:
+        assert len(workers) == 2, workers
+        for thread in threads:
+            thread.start()
+        while len(acknowledged) < 12:
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+    finally:
+        stopped.set()
+        for thread in threads:
+            thread.join()
+        stop(server.process)
+    # Its detection workers notice and exit by themselves.
+    assert wait_gone(workers, 5) == []
+
+    with sqlite3.connect(gallery) as db:
+        stored = {row[0] for row in db.execute("SELECT id FROM faces")}
+    assert set(acknowledged) <= stored
+    with running_server(gallery) as again, httpx.Client(base_url=again.url) as client:
+        health = client.get("/healthz").json()
+        assert health["faces"] == len(stored) >= len(acknowledged)
+        assert client.post("/v1/identify", files={"image": photos[0]}).status_code == 200
+
+
+def test_killed_cli_leaves_no_detection_workers(tmp_path, astronaut):
+    """``enroll-dir``'s workers exit within seconds of their parent's ``kill -9``."""
+    for person in range(3):
+        folder = tmp_path / "people" / f"p{person}"
+        folder.mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(np.roll(astronaut, 7 * person + k, axis=1)).save(folder / f"{k}.jpg")
+    argv = command("enroll-dir", str(tmp_path / "people"), "--gallery", str(tmp_path / "g.db"))
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(children(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = children(process.pid)
+        assert len(workers) == 2 and process.poll() is None
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert wait_gone(workers, 5) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for orphan in wait_gone(workers, 0):
+            os.kill(orphan, signal.SIGKILL)
