@@ -73,7 +73,7 @@ def test_an_interrupted_copy_resumes_and_conflicts_are_refused(tmp_path):
     with pytest.raises(GalleryError, match=r"already has 'p4' with 1 faces, the source 2"):
         copy_gallery(source, target)
     with pytest.raises(GalleryError, match="itself"):
-        copy_gallery(source, source)
+        copy_gallery(source, str(tmp_path / "." / "a.db"))
 
 
 def test_a_destination_of_another_encoder_is_refused(tmp_path, capsys):

@@ -20,9 +20,10 @@ from tripletface.gallery import open_gallery
 pytestmark = pytest.mark.slow
 
 
-def start_on(url: str, log: Path, timeout: float = 180) -> Server:
-    """``tripletface serve --gallery URL`` on a free loopback port, once it prints its URL."""
-    argv = command("serve", "--port", "0", "--gallery", url, "--detector", "hog")
+def start_on(url: str, log: Path, *options: str, timeout: float = 180) -> Server:
+    """``tripletface serve --gallery URL`` on a free loopback port (HOG detection unless
+    ``options`` say otherwise), once it prints its URL."""
+    argv = command("serve", "--port", "0", "--gallery", url, "--detector", "hog", *options)
     with open(log, "wb") as stderr:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
     deadline, line = time.monotonic() + timeout, b""

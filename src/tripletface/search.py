@@ -170,10 +170,13 @@ class FaissIndex:
             raise InputError("a FAISS index needs at least one embedding: enroll someone first")
         self.trained_rows = len(matrix)
         cells = int(np.clip(2 * np.sqrt(len(matrix)), 1, max(1, len(matrix) // _SAMPLES_PER_CELL)))
-        quantizer = faiss.IndexFlatL2(matrix.shape[1])
         if pq is None:
+            quantizer = faiss.IndexFlatL2(matrix.shape[1])
             self._index = faiss.IndexIVFFlat(quantizer, matrix.shape[1], cells)
         else:
+            # Tens of millions of faces: finding a face's cell among thousands through a graph
+            # (HNSW) rather than against every centre is what keeps adding them affordable.
+            quantizer = faiss.IndexHNSWFlat(matrix.shape[1], 32)
             # Sub-vectors must split D evenly: the largest count up to ``pq`` that does.
             pq = max(m for m in range(1, pq + 1) if matrix.shape[1] % m == 0)
             self._index = faiss.IndexIVFPQ(quantizer, matrix.shape[1], cells, pq, 8)

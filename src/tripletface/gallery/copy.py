@@ -2,7 +2,7 @@
 
 One transaction per person in the destination, so an interrupted copy keeps every person it
 finished and a second run resumes after them. The destination is checked at the end: the same
-encoder fingerprint, the same people with the same number of faces.
+encoder fingerprint, every person of the source with the same number of faces.
 """
 
 from collections.abc import Callable
@@ -36,7 +36,7 @@ def copy_gallery(
         open_gallery(source, None, None, None, read_only=True) as src,
         open_gallery(destination, src.encoder_name, src.encoder_version, src.embedding_dim) as dst,
     ):
-        if dst.uid == src.uid:
+        if _same_place(src, dst):
             raise GalleryError(f"{dst.location} is {src.location} itself: nothing to copy")
         there = dict(dst.people())
         people = faces = skipped = 0
@@ -57,6 +57,13 @@ def copy_gallery(
     return Copied(people, faces, skipped)
 
 
+def _same_place(src: BaseGallery, dst: BaseGallery) -> bool:
+    """Are both the same file or the same database? (A copied file keeps its uid: not that.)"""
+    if isinstance(src.path, Path) and isinstance(dst.path, Path):
+        return src.path.resolve() == dst.path.resolve()
+    return src.location == dst.location
+
+
 def _same_count(dst: BaseGallery, name: str, there: int, count: int) -> None:
     if there != count:
         raise GalleryError(
@@ -66,10 +73,13 @@ def _same_count(dst: BaseGallery, name: str, there: int, count: int) -> None:
 
 
 def _check_copy(src: BaseGallery, dst: BaseGallery) -> None:
-    """GalleryError unless both hold the same people, face counts and encoder fingerprint."""
-    if dst.encoder_version != src.encoder_version or src.people() != dst.people():
+    """GalleryError unless the destination holds every person of the source with as many faces,
+    from the same encoder weights."""
+    there = dict(dst.people())
+    missing = [name for name, count in src.people() if there.get(name) != count]
+    if dst.encoder_version != src.encoder_version or missing:
         raise GalleryError(
             f"{dst.location} does not hold what {src.location} holds after the copy "
-            f"({dst.face_count()} faces against {src.face_count()}): another process changed "
-            "one of them; run the copy again"
+            f"({len(missing)} people differ, e.g. {missing[:1]}): another process changed one "
+            "of them; run the copy again"
         )
