@@ -291,6 +291,41 @@ def test_other_database_or_schema_is_refused(db, tmp_path):
         gallery(db)
 
 
+V1_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), encoder_name TEXT NOT NULL,
+    encoder_version TEXT NOT NULL, embedding_dim INTEGER NOT NULL, threshold REAL,
+    generation INTEGER NOT NULL, uid TEXT NOT NULL, created TEXT NOT NULL);
+CREATE TABLE persons (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created TEXT NOT NULL);
+CREATE TABLE faces (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    person_id INTEGER NOT NULL REFERENCES persons(id) ON DELETE CASCADE, embedding BLOB NOT NULL,
+    source TEXT, sha256 TEXT, box_left INTEGER, box_top INTEGER, box_right INTEGER,
+    box_bottom INTEGER, created TEXT NOT NULL);
+INSERT INTO schema_version VALUES (1);
+INSERT INTO meta VALUES (1, 'toy', 'fp-1', 8, 0.3, 2, 'abc', 'then');
+INSERT INTO persons VALUES (1, 'ada', 'then');
+"""
+
+
+def test_a_version_1_gallery_is_upgraded_when_opened_for_writing(db):
+    with sqlite3.connect(db) as conn:
+        conn.executescript(V1_SCHEMA)
+        for seed in (1, 2):
+            conn.execute(
+                "INSERT INTO faces (person_id, embedding, created) VALUES (1, ?, 'then')",
+                (rows(1, seed).tobytes(),),
+            )
+    with pytest.raises(GalleryError, match="schema version 1"):
+        gallery(db, read_only=True)
+    with gallery(db) as g:
+        assert g.people() == [("ada", 2)] and g.threshold == pytest.approx(0.3)
+        assert g.generation == 3 and len(g.changes(0).ids) == 0 and g.changes(-1).faces == 2
+        np.testing.assert_array_equal(g.faces_of("ada"), np.concatenate([rows(1, 1), rows(1, 2)]))
+        g.add_faces("bob", rows(1))
+        g.remove("ada")
+        assert g.people() == [("bob", 1)] and g.calibration is None
+
+
 def test_damaged_embedding_is_reported(db):
     with gallery(db) as g:
         g.add_faces("ada", rows(1))

@@ -15,6 +15,21 @@ from tripletface.gallery.base import SCHEMA, SCHEMA_VERSION, BaseGallery, new_ui
 
 _DDL = SCHEMA.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", blob="BLOB")
 
+# Version 1 had no change log, no face counts and no calibration: its faces count as added at
+# generation 0, which makes any saved index of it stale.
+_UPGRADE_FROM_1 = (
+    "ALTER TABLE meta ADD COLUMN calibration TEXT",
+    "ALTER TABLE persons ADD COLUMN faces BIGINT NOT NULL DEFAULT 0",
+    "UPDATE persons SET faces = (SELECT COUNT(*) FROM faces WHERE person_id = persons.id)",
+    "ALTER TABLE faces ADD COLUMN generation BIGINT NOT NULL DEFAULT 0",
+    "CREATE INDEX faces_generation ON faces(generation)",
+    "CREATE TABLE removed (face_id BIGINT PRIMARY KEY, added BIGINT NOT NULL,"
+    " generation BIGINT NOT NULL)",
+    "CREATE INDEX removed_generation ON removed(generation)",
+    "UPDATE meta SET generation = generation + 1",
+    "UPDATE schema_version SET version = 2",
+)
+
 
 def _writable(path: Path) -> bool:
     """Can this process change the file and create SQLite's -wal and -shm files next to it?"""
@@ -78,6 +93,8 @@ class SQLiteGallery(BaseGallery):
         except sqlite3.Error as error:
             raise self._error(error, False) from None
         try:
+            if self.writable and self._value("SELECT version FROM schema_version") == 1:
+                self._upgrade()
             self._check(encoder_version)
             if self.writable:
                 self._run("PRAGMA journal_mode = WAL")
@@ -113,6 +130,12 @@ class SQLiteGallery(BaseGallery):
             ) from None
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _upgrade(self) -> None:
+        """Bring a version 1 gallery (before the change log) to version 2, in one transaction."""
+        with self._transaction(write=True):
+            for statement in _UPGRADE_FROM_1:
+                self._run(statement, writing=True)
 
     def _error(self, error: BaseException, writing: bool) -> GalleryError:
         if writing and "readonly" in str(error):
