@@ -1,5 +1,5 @@
 """Galleries at scale: CLI commands at 40, 100k and 1M faces in SQLite, enrolment-to-visibility
-between two clients of one PostgreSQL gallery, and IVF-PQ search at 10M faces.
+between two clients and two servers of one PostgreSQL gallery, and IVF-PQ search at 10M faces.
 
 1. ``sqlite``: galleries of the 40 ORL persons' first photos (enrolled by ``tripletface
    enroll-dir``) plus random clustered 128-d faces, 10 a person, added through
@@ -8,9 +8,11 @@ between two clients of one PostgreSQL gallery, and IVF-PQ search at 10M faces.
    a new process, the installed entry point), the sizes and commands interleaved, median of
    ``--rounds`` runs; peak memory is the process's maximum resident set (wait4). The first
    ``identify`` after the import builds and saves the index: its time is printed apart.
+   ``serve``: ``tripletface serve`` started on each, time to its first identify answered.
 2. ``postgres``: a PostgreSQL 15 server in a temporary folder; process A enrols a face and notes
    when the commit returned, process B searches in a loop (a GalleryIndex over its own
-   connection, as a server holds one) and notes when it first finds it.
+   connection, as a server holds one) and notes when it first finds it. Then two ``tripletface
+   serve`` on one database: ORL persons enrolled on one, identified on the other at once.
 3. ``ivfpq``: 10M random clustered faces (5 GB of float32, written once to a cache file),
    FaissIndex(pq=32) trained and filled from it, search latency per probe (1 thread) and bytes
    per face, top-1 agreement with exact search on a sample of probes, raw and re-ranked by exact
@@ -22,6 +24,7 @@ between two clients of one PostgreSQL gallery, and IVF-PQ search at 10M faces.
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--parts", nargs="+", default=["sqlite", "postgres", "ivfpq"])
+parser.add_argument("--parts", nargs="+", default=["sqlite", "serve", "postgres", "ivfpq"])
 parser.add_argument("--sizes", type=int, nargs="+", default=[40, 100_000, 1_000_000])
 parser.add_argument("--rounds", type=int, default=5)
 parser.add_argument("--enrolments", type=int, default=30, help="PostgreSQL visibility samples")
@@ -169,6 +172,39 @@ def sqlite_part() -> None:
         print(
             f"first identify after the import, {size:,} faces (builds the index): "
             f"{seconds:.2f} s, {peak:.0f} MB"
+        )
+
+
+def serve_part() -> None:
+    """The first request of ``tripletface serve`` at each size: start to the first answer."""
+    import httpx
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_gallery_servers import start_on
+
+    print("## First request of tripletface serve, SQLite gallery")
+    print(machine())
+    probe = (args.orl.resolve() / "s1" / "05.png").read_bytes()
+    results = {size: [] for size in args.sizes}
+    for _ in range(args.rounds):
+        for size in args.sizes:
+            started = time.perf_counter()
+            server = start_on(
+                str(build_sqlite(size)), args.cache / "serve.log", "--detector", "auto"
+            )
+            with httpx.Client(base_url=server.url, timeout=300) as client:
+                faces = client.post("/v1/identify", files={"image": probe}).json()["faces"]
+            seconds = time.perf_counter() - started
+            assert faces[0]["name"] == "s1", faces
+            server.process.send_signal(signal.SIGTERM)
+            _, _, usage = os.wait4(server.process.pid, 0)
+            server.process.stdout.close()
+            results[size].append((seconds, usage.ru_maxrss / 1024))
+    for size, runs in results.items():
+        median = statistics.median(r[0] for r in runs)
+        print(
+            f"{size:,} faces: start to first identify answered {median:.2f} s "
+            f"(median of {len(runs)}), peak {max(r[1] for r in runs):.0f} MB"
         )
 
 
@@ -366,4 +402,5 @@ def ivfpq_part() -> None:
 
 
 for part in args.parts:
-    {"sqlite": sqlite_part, "postgres": postgres_part, "ivfpq": ivfpq_part}[part]()
+    parts = {"sqlite": sqlite_part, "serve": serve_part, "postgres": postgres_part}
+    {**parts, "ivfpq": ivfpq_part}[part]()

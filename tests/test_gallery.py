@@ -84,6 +84,8 @@ def test_add_people_remove_and_round_trip(where):
         np.testing.assert_array_equal(g.embeddings_of([bob_ids[0], ids[0]]), matrix[[2, 0]])
         with pytest.raises(InputError, match="not in"):
             g.embeddings_of([bob_ids[0] + 100])
+        gone = g.embeddings_of([bob_ids[0] + 100, ids[1]], missing_ok=True)
+        assert np.isnan(gone[0]).all() and (gone[1] == matrix[1]).all()
         assert g.names_of([*ids, *bob_ids, 10**9]) == {
             ids[0]: "ada",
             ids[1]: "ada",

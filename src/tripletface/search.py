@@ -355,7 +355,6 @@ class GalleryIndex:
         self.path: Path | None = gallery.index_path if persist else None
         self.names = FaceNames(gallery)
         self.index: ExactIndex | FaissIndex | None = None
-        self.generation = -1
         self._reset()
 
     def _reset(self) -> None:
@@ -392,18 +391,18 @@ class GalleryIndex:
         return np.take_along_axis(distances, order, axis=1), labels
 
     def _exact(self, queries: np.ndarray, labels: np.ndarray, distances: np.ndarray) -> np.ndarray:
-        """Exact distances to the candidate faces (inf where ``distances`` is), their stored
-        embeddings read from the gallery in one query."""
+        """Exact distances to the candidate faces (inf where ``distances`` is, or where another
+        process removed the face since), their stored embeddings read from the gallery."""
         wanted = np.isfinite(distances) & (labels >= 0)
         unique, where = np.unique(labels[wanted], return_inverse=True)
-        stored = self.gallery.embeddings_of(unique)[where]
+        stored = self.gallery.embeddings_of(unique, missing_ok=True)[where]
         diffs = (
             stored.astype(np.float64)
             - np.broadcast_to(queries[:, None, :], (*labels.shape, queries.shape[1]))[wanted]
         )
         exact = np.full(labels.shape, np.inf, dtype=np.float32)
         exact[wanted] = np.einsum("nd,nd->n", diffs, diffs)
-        return exact
+        return np.where(np.isnan(exact), np.inf, exact)
 
     def refresh(self) -> None:
         """Bring the index to the gallery's current generation (cheap when nothing changed)."""

@@ -406,14 +406,16 @@ class BaseGallery:
         )
         return self._matrix([row[0] for row in rows])
 
-    def embeddings_of(self, ids) -> np.ndarray:
-        """The embeddings of these face ids, in their order (InputError if one is not here)."""
+    def embeddings_of(self, ids, missing_ok: bool = False) -> np.ndarray:
+        """The embeddings of these face ids, in their order; a face not here is an InputError,
+        or a row of NaN if ``missing_ok``."""
         ids = [int(i) for i in np.asarray(ids).ravel()]
         found = dict(self._rows_in("SELECT id, embedding FROM faces WHERE id IN ({ids})", ids))
         missing = [i for i in ids if i not in found]
-        if missing:
+        if missing and not missing_ok:
             raise InputError(f"faces {missing[:5]} are not in {self.location}")
-        return self._matrix([found[i] for i in ids])
+        nothing = np.full(self.embedding_dim, np.nan, dtype="<f4").tobytes()
+        return self._matrix([found.get(i, nothing) for i in ids])
 
     def records_of(self, name: str) -> tuple[np.ndarray, list[str | None], list[str | None], list]:
         """(N x D embeddings, sources, content hashes, boxes or None) of one person's faces."""
