@@ -352,14 +352,17 @@ def ivfpq_part() -> None:
     chosen = rng.integers(0, args.big, args.probes)
     probes = matrix[chosen] + SPREAD * rng.standard_normal((args.probes, DIM)).astype(np.float32)
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    index = FaissIndex(matrix, pq=PQ_BYTES)
-    build = time.perf_counter() - started
-    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     path = args.cache / f"faces{args.big}.faiss"
-    index.save(path, {"gallery": "bench", "generation": 0})
-    del index
+    if path.exists():
+        build = grown = float("nan")  # built by an earlier run: its figures are in that output
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        index = FaissIndex(matrix, pq=PQ_BYTES)
+        build = time.perf_counter() - started
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        index.save(path, {"gallery": "bench", "generation": 0})
+        del index
     index, _ = FaissIndex.load(path)
     faiss.omp_set_num_threads(1)
     latencies, found = [], []
@@ -399,6 +402,8 @@ def ivfpq_part() -> None:
         f"{100 * (np.array(reranked) == exact).mean():.1f}% re-ranked by exact distance over "
         "17 candidates"
     )
+    person = np.array(reranked) // FACES_PER_PERSON == exact // FACES_PER_PERSON
+    print(f"same person as exact search's nearest face (what identify names): {person.mean():.1%}")
 
 
 for part in args.parts:
