@@ -1,12 +1,19 @@
 """Shared test set-up: deterministic torch on few threads, a bounded hypothesis profile."""
 
+import contextlib
+import hashlib
 import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import skimage.data
 import torch
 from hypothesis import settings
+from postgres_server import PostgresServer
 
 from tripletface.faces.detect import FaceDetector
 
@@ -36,3 +43,26 @@ def astronaut() -> np.ndarray:
 def hog() -> FaceDetector:
     """dlib's HOG detector without upsampling: at 2x it also fires on the astronaut's suit."""
     return FaceDetector("hog", upsample=0)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """One PostgreSQL server for the test session, stopped and deleted after it, also on failure."""
+    folder = Path(tempfile.mkdtemp(prefix="tripletface-pg-"))
+    folder.chmod(0o755)
+    try:
+        server = PostgresServer(folder)
+        server.start()
+        try:
+            yield server
+        finally:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres, request) -> str:
+    """A fresh, empty gallery database on the session's server."""
+    return postgres.url("t_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16])

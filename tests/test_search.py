@@ -1,5 +1,6 @@
 """Search: exact against brute force, FAISS against exact, and indexes that follow a gallery."""
 
+import sqlite3
 import sys
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 
 from tripletface import search
 from tripletface.errors import InputError
-from tripletface.gallery import Gallery
+from tripletface.gallery import Gallery, open_gallery
 from tripletface.search import ExactIndex, FaissIndex, GalleryIndex, build_index
 
 DIM = 16
@@ -90,14 +91,45 @@ def test_faiss_add_and_remove_by_id_match_a_fresh_exact_index():
     index.add(gallery[800:], ids[800:])
     index.remove(ids[::3])
     kept = np.setdiff1d(np.arange(len(gallery)), np.arange(0, len(gallery), 3))
-    np.testing.assert_array_equal(index.ids, ids[kept])
+    assert len(index) == len(kept)
     # A probe equal to a stored face lies in that face's cell, so FAISS finds it exactly.
     _, found = index.search(gallery[kept], 1)
-    np.testing.assert_array_equal(found[:, 0], np.arange(len(kept)))
+    np.testing.assert_array_equal(found[:, 0], ids[kept])
     _, exact = ExactIndex(gallery[kept]).search(queries, 1)
-    assert (index.search(queries, 1)[1] == exact).mean() >= 0.99
-    with pytest.raises(InputError, match="larger"):
-        index.add(gallery[:1], [5])
+    assert (index.search(queries, 1)[1] == ids[kept][exact]).mean() >= 0.99
+    with pytest.raises(InputError, match="distinct"):
+        index.add(gallery[:2], [5, 5])
+
+
+def test_ivf_pq_stores_few_bytes_a_face_and_mostly_agrees_with_exact():
+    gallery, queries = clustered(200, 10, 300)
+    index = FaissIndex(gallery, pq=4)
+    assert index.approximate and not FaissIndex(gallery[:500]).approximate
+    _, exact = ExactIndex(gallery).search(queries, 1)
+    distances, found = index.search(queries, 10)
+    # Codes of 4 bytes rank roughly; the exact nearest is nearly always among 10 candidates,
+    # which GalleryIndex re-ranks with the gallery's stored faces.
+    assert (found[:, 0] == exact[:, 0]).mean() >= 0.5
+    assert (found == exact[:, :1]).any(axis=1).mean() >= 0.97
+    assert (np.diff(distances, axis=1) >= 0).all()
+
+
+def test_saved_index_round_trips_memory_mapped_and_refuses_damage(tmp_path):
+    gallery, queries = clustered(200, 5, 50)
+    index = FaissIndex(gallery, np.arange(len(gallery)) * 7)
+    path = tmp_path / "x.faiss"
+    index.save(path, {"gallery": "g", "generation": 3})
+    for mmap in (True, False):
+        loaded, stamp = FaissIndex.load(path, mmap)
+        assert loaded.mapped == mmap and stamp["generation"] == 3 and stamp["rows"] == 1000
+        np.testing.assert_array_equal(loaded.search(queries, 3)[1], index.search(queries, 3)[1])
+    good = path.read_bytes()
+    middle = bytearray(good)
+    middle[100] ^= 0xFF  # the first MiB is always in the digest
+    for bad in (b"garbage", good[:-100], good[: len(good) // 2] + good[-40:], bytes(middle)):
+        path.write_bytes(bad)
+        with pytest.raises(ValueError):
+            FaissIndex.load(path)
 
 
 def test_faiss_finds_k_even_when_probed_cells_are_short():
@@ -140,50 +172,68 @@ def test_empty_gallery_gives_no_neighbours():
 
 
 def _check_against_exact(index: GalleryIndex, gallery: Gallery, queries: np.ndarray) -> None:
+    """The index answers face ids, as exact search over the gallery's faces would."""
     _, found = index.search(queries, 1)
-    matrix, names = gallery.embeddings()
-    _, exact = ExactIndex(matrix).search(queries, 1)
-    assert index.names == names
-    assert (found == exact).mean() >= 0.99
-    _, itself = index.search(matrix, 1)
-    np.testing.assert_array_equal(itself[:, 0], np.arange(len(matrix)))
+    snapshot = gallery.snapshot()
+    _, exact = ExactIndex(snapshot.matrix).search(queries, 1)
+    assert (found[:, 0] == snapshot.ids[exact[:, 0]]).mean() >= 0.99
+    _, itself = index.search(snapshot.matrix, 1)
+    np.testing.assert_array_equal(itself[:, 0], snapshot.ids)
+    assert [index.names[i] for i in itself[::50, 0]] == snapshot.names[::50]
 
 
-def test_gallery_index_follows_adds_and_removes_and_persists(tmp_path, monkeypatch):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request, tmp_path, monkeypatch) -> str:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if request.param == "sqlite":
+        return str(tmp_path / "people.db")
+    return request.getfixturevalue("postgres_url")
+
+
+def no_build(*args, **kwargs):
+    raise AssertionError("the saved index should have been opened, not rebuilt")
+
+
+def test_gallery_index_follows_adds_and_removes_and_persists(where, monkeypatch):
+    monkeypatch.setattr(search, "_DELTA_ROWS", 100)
     faces, queries = clustered(150, 8, 100)
-    path = tmp_path / "people.db"
-    with Gallery(path, "toy", "fp", DIM) as gallery:
+    with open_gallery(where, "toy", "fp", DIM) as gallery:
         for person in range(100):
             gallery.add_faces(f"p{person}", faces[8 * person : 8 * person + 8])
         index = GalleryIndex(gallery, kind="faiss", persist=True)
         _check_against_exact(index, gallery, queries)
         built = index.index
-        for person in range(100, 150):
+        for person in range(100, 105):
             gallery.add_faces(f"p{person}", faces[8 * person : 8 * person + 8])
         gallery.remove("p3")
         _check_against_exact(index, gallery, queries)
-        assert index.index is built, "small changes should update the index, not rebuild it"
-        saved = index.index.ids.copy()
-
-    def no_build(*args, **kwargs):
-        raise AssertionError("the saved index should have been loaded, not rebuilt")
+        assert index.index is built, "small changes are held beside the base, not rebuilt"
+        assert "p3" not in {index.names[i] for i in index.search(faces[24:32], 3)[1].ravel()}
+        saved = FaissIndex.load(gallery.index_path)[1]
+        for person in range(105, 150):  # 360 faces: more than 5% of the base, compacted
+            gallery.add_faces(f"p{person}", faces[8 * person : 8 * person + 8])
+        _check_against_exact(index, gallery, queries)
+        compacted = FaissIndex.load(gallery.index_path)[1]
+        assert compacted["generation"] == gallery.generation > saved["generation"]
+        assert compacted["rows"] == gallery.face_count()
 
     monkeypatch.setattr(FaissIndex, "__init__", no_build)
-    with Gallery(path, "toy", "fp", DIM) as gallery:
+    with open_gallery(where, "toy", "fp", DIM) as gallery:
         index = GalleryIndex(gallery, kind="faiss", persist=True)
         index.refresh()
-        np.testing.assert_array_equal(index.index.ids, saved)
-        # Another process changes the gallery: the saved index is stale and brought up to date.
-        with Gallery(path, "toy", "fp", DIM) as other:
+        assert index.index.mapped and len(index.index) == gallery.face_count()
+        # Another process changes the gallery: the saved base is caught up from the change log.
+        with open_gallery(where, "toy", "fp", DIM) as other:
             other.remove("p7")
             other.add_faces("newcomer", faces[:2] + 0.01)
+        _check_against_exact(index, gallery, queries)
         reopened = GalleryIndex(gallery, kind="faiss", persist=True)
         _check_against_exact(reopened, gallery, queries)
-        assert "p7" not in reopened.names and reopened.names[-1] == "newcomer"
-        assert FaissIndex.load(tmp_path / "people.db.faiss")[1]["generation"] == gallery.generation
+        names = {reopened.names[i] for i in reopened.search(faces[:2] + 0.01, 1)[1].ravel()}
+        assert names == {"newcomer"}
 
 
-def test_saved_index_of_another_gallery_is_not_used(tmp_path):
+def test_saved_index_of_another_gallery_or_damaged_or_stale_is_rebuilt(tmp_path):
     faces, queries = clustered(30, 4, 20)
     first, second = tmp_path / "a.db", tmp_path / "b.db"
     for path, rows in ((first, faces[:60]), (second, faces[60:])):
@@ -196,14 +246,41 @@ def test_saved_index_of_another_gallery_is_not_used(tmp_path):
     (tmp_path / "b.db.faiss").write_bytes(b"garbage")
     with Gallery(second, "toy", "fp", DIM) as gallery:
         _check_against_exact(GalleryIndex(gallery, kind="faiss", persist=True), gallery, queries)
+    # Faces deleted behind the gallery's back (no change logged): the saved base does not add
+    # up with the gallery any more, and is rebuilt rather than trusted.
+    with sqlite3.connect(second) as conn:
+        conn.execute("DELETE FROM faces WHERE id IN (SELECT id FROM faces LIMIT 5)")
+    with Gallery(second, "toy", "fp", DIM) as gallery:
+        index = GalleryIndex(gallery, kind="faiss", persist=True)
+        _check_against_exact(index, gallery, queries)
+        assert not index.index.mapped and len(index.index) == 55
 
 
-def test_gallery_index_exact_tracks_changes(tmp_path):
-    faces, queries = clustered(10, 3, 5)
+def test_product_quantised_base_is_re_ranked_with_the_stored_faces(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "PQ_BYTES", 4)
+    faces, queries = clustered(200, 10, 200)
     with Gallery(tmp_path / "g.db", "toy", "fp", DIM) as gallery:
+        for person in range(200):
+            gallery.add_faces(f"p{person}", faces[10 * person : 10 * person + 10])
+        index = GalleryIndex(gallery, kind="faiss-pq", persist=True)
+        distances, found = index.search(queries, 3)
+        assert index.index.approximate
+        snapshot = gallery.snapshot()
+        exact_d, exact = ExactIndex(snapshot.matrix).search(queries, 1)
+        assert (found[:, 0] == snapshot.ids[exact[:, 0]]).mean() >= 0.97
+        same = found[:, 0] == snapshot.ids[exact[:, 0]]
+        np.testing.assert_allclose(distances[same, 0], exact_d[same, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_gallery_index_exact_tracks_changes(where):
+    faces, queries = clustered(10, 3, 5)
+    with open_gallery(where, "toy", "fp", DIM) as gallery:
         index = GalleryIndex(gallery)
-        gallery.add_faces("ada", faces[:3])
-        assert index.search(queries, 1)[1].max() < 3
+        ada = gallery.add_faces("ada", faces[:3])
+        assert set(index.search(queries, 1)[1].ravel()) <= set(ada)
         gallery.add_faces("bob", faces[3:])
         _check_against_exact(index, gallery, queries)
+        gallery.remove("ada")
+        _check_against_exact(index, gallery, queries)
         assert isinstance(index.index, ExactIndex)
+        assert index.search(queries, 100)[1].shape == (5, 27)

@@ -34,7 +34,7 @@ from tripletface import metrics
 from tripletface.data.images import load_image
 from tripletface.errors import GalleryError, InputError, TripletfaceError
 from tripletface.faces.extract import Box, ChipMaker, FaceStream, PhotoFaces, file_hash
-from tripletface.gallery import Gallery, default_gallery_path
+from tripletface.gallery import BaseGallery, gallery_exists, gallery_location, open_gallery
 from tripletface.models.runtime import Runtime, TorchRuntime, load_runtime
 from tripletface.search import ExactIndex, GalleryIndex
 
@@ -91,7 +91,7 @@ class FaceRecognizer:
 
     def __init__(
         self,
-        gallery: str | Path | None = None,
+        gallery: str | Path | None = None,  # a file, or a postgresql://USER@HOST[:PORT]/DB URL
         encoder: "str | Path | Encoder" = "dlib-resnet",
         threshold: float | None = None,
         detector: str | None = "auto",
@@ -101,7 +101,7 @@ class FaceRecognizer:
         self.encoder_name = _encoder_name(encoder)
         self.runtime: Runtime = load_runtime(encoder, runtime)
         self._source = encoder
-        self.gallery_path = Path(gallery) if gallery is not None else default_gallery_path()
+        self.gallery_path = gallery_location(gallery)
         self.read_only = read_only
         self._threshold = threshold
         info = self.runtime.info
@@ -119,8 +119,8 @@ class FaceRecognizer:
 
     def verify(self, image, name: str) -> Verification:
         """Is ``name`` in the image? Decided on the face of the image closest to their faces."""
-        matrix, names = self._enrolled()
-        mine = matrix[np.asarray(names) == name]
+        self._enrolled()
+        mine = self.gallery.faces_of(name)
         if len(mine) == 0:
             raise InputError(
                 f"{name!r} is not enrolled in {self.gallery.path}: see tripletface people"
@@ -150,7 +150,7 @@ class FaceRecognizer:
         """Accept distances <= this: as given, else the gallery's calibration, else the default."""
         if self._threshold is not None:
             return float(self._threshold)
-        if self.gallery_path.exists() and self.gallery.threshold is not None:
+        if gallery_exists(self.gallery_path) and self.gallery.threshold is not None:
             return float(self.gallery.threshold)
         if self.encoder_name in DEFAULT_THRESHOLDS:
             return DEFAULT_THRESHOLDS[self.encoder_name]
@@ -170,9 +170,9 @@ class FaceRecognizer:
         return load_encoder(source) if isinstance(source, (str, Path)) else source
 
     @functools.cached_property
-    def gallery(self) -> Gallery:
-        """The gallery file, opened (and created unless read-only) on first use."""
-        return Gallery(
+    def gallery(self) -> BaseGallery:
+        """The gallery (file or database), opened (and created unless read-only) on first use."""
+        return open_gallery(
             self.gallery_path,
             self.encoder_name,
             self.runtime.info.fingerprint,
@@ -283,14 +283,12 @@ class FaceRecognizer:
             except InputError as error:
                 yield item.path, error
 
-    def _enrolled(self) -> tuple[np.ndarray, tuple[str, ...]]:
-        matrix, names = self.gallery.embeddings()
-        if len(names) == 0:
+    def _enrolled(self) -> None:
+        if self.gallery.face_count() == 0:
             raise GalleryError(
                 f"{self.gallery.path} is empty: enroll someone first "
                 "(tripletface enroll NAME PHOTO)"
             )
-        return matrix, names
 
     def _ready(self) -> float:
         """The threshold, once the gallery is known to hold someone to compare with."""

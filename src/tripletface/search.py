@@ -1,22 +1,30 @@
 """Nearest enrolled faces of probe embeddings: exact search, or a FAISS index for large galleries.
 
-Every index answers ``search(queries Q x D, k) -> (distances Q x k, rows Q x k)``: squared
-Euclidean distances, ascending, and the rows of the N x D gallery matrix they belong to (k is cut
-to N). ``ExactIndex`` is one matrix product per batch of probes and agrees with brute force;
-``FaissIndex`` is an inverted file (IVF; Jégou et al. 2011, "Product quantization for nearest
-neighbor search") that compares a probe only with the faces in the few cells nearest to it.
-``GalleryIndex`` keeps either in step with a ``Gallery``.
+Every index answers ``search(queries Q x D, k) -> (distances Q x k, labels Q x k)``: squared
+Euclidean distances, ascending, and the rows of the N x D gallery matrix they belong to (or the
+ids the rows were given; k is cut to N). ``ExactIndex`` is one matrix product per batch of probes
+and agrees with brute force; ``FaissIndex`` is an inverted file (IVF; Jégou et al. 2011, "Product
+quantization for nearest neighbor search") that compares a probe only with the faces in the few
+cells nearest to it, storing them whole or, for tens of millions, product-quantised (IVF-PQ).
+
+``GalleryIndex`` keeps one in step with a gallery: a *base* index saved beside it (written by
+whichever process builds or compacts it, opened memory-mapped by the others, never rewritten per
+change) plus the gallery's changes since the base's generation, read from its change log and held
+in memory; the base is compacted once those changes reach 5% of it.
 """
 
+import hashlib
 import json
 import os
 import secrets
+import struct
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 
 from tripletface.errors import InputError
-from tripletface.gallery import Gallery, Snapshot
+from tripletface.gallery import BaseGallery
 
 #: Galleries with at least this many faces get a FAISS index under kind="auto" (when installed).
 #: Below it exact search needs no build and takes a few ms per probe (bench/gallery_search.py:
@@ -32,6 +40,26 @@ _SAMPLES_PER_CELL = 40
 
 # Bytes of float32 distances one chunk of probes may hold (probes x N).
 _CHUNK_BYTES = 64 << 20
+
+#: From this many faces "auto" product-quantises them (IVF-PQ, PQ_BYTES bytes a face): whole
+#: float32 faces would take 512 bytes each, 5 GB at 10M (bench/gallery_scale.py).
+AUTO_PQ_ROWS = 4_000_000
+PQ_BYTES = 32
+
+# Training points for the product quantiser's 256 centroids per sub-vector.
+_PQ_SAMPLES = 65_536
+
+# Candidates a product-quantised base proposes beyond k, re-ranked by their exact distances.
+_RERANKED = 16
+
+# Changes held in memory beside the base before it is compacted: at least this many, or 5%.
+_DELTA_ROWS = 10_000
+
+# Face names remembered by FaceNames before it forgets them all.
+_NAMES_KEPT = 100_000
+
+# The last 8 bytes of a saved index file; the 8 before them give the length of its JSON stamp.
+_MAGIC = b"TFINDEX2"
 
 
 def _matrix(embeddings, what: str, dim: int | None = None) -> np.ndarray:
@@ -127,13 +155,14 @@ def faiss_available() -> bool:
 class FaissIndex:
     """Approximate k nearest rows: an IVF index of 2 sqrt(N) cells, probing the nearest 1 in 12.
 
-    Rows carry ids (ascending, default 0..N-1) so that faces can be added and removed without a
-    rebuild; ``search`` reports positions in the current ascending id order, like ExactIndex.
-    On clustered 128-d embeddings the nearest face agrees with exact search in >= 99% of probes
-    at 1M faces (bench/gallery_search.py).
+    Rows carry ids (default 0..N-1), which ``search`` reports, so that faces can be added and
+    removed without a rebuild. ``pq`` bytes per face product-quantise the stored faces (IVF-PQ,
+    distances approximate) instead of keeping them whole. On clustered 128-d embeddings the
+    nearest face of IVF agrees with exact search in >= 99% of probes at 1M faces
+    (bench/gallery_search.py).
     """
 
-    def __init__(self, embeddings, ids=None, seed: int = 0):
+    def __init__(self, embeddings, ids=None, seed: int = 0, pq: int | None = None):
         faiss = _faiss()
         matrix = _matrix(embeddings, "gallery embeddings")
         ids = _ids(ids, len(matrix))
@@ -141,40 +170,56 @@ class FaissIndex:
             raise InputError("a FAISS index needs at least one embedding: enroll someone first")
         self.trained_rows = len(matrix)
         cells = int(np.clip(2 * np.sqrt(len(matrix)), 1, max(1, len(matrix) // _SAMPLES_PER_CELL)))
-        self._index = faiss.IndexIVFFlat(faiss.IndexFlatL2(matrix.shape[1]), matrix.shape[1], cells)
+        if pq is None:
+            quantizer = faiss.IndexFlatL2(matrix.shape[1])
+            self._index = faiss.IndexIVFFlat(quantizer, matrix.shape[1], cells)
+        else:
+            # Tens of millions of faces: finding a face's cell among thousands through a graph
+            # (HNSW) rather than against every centre is what keeps adding them affordable.
+            quantizer = faiss.IndexHNSWFlat(matrix.shape[1], 32)
+            # Sub-vectors must split D evenly: the largest count up to ``pq`` that does.
+            pq = max(m for m in range(1, pq + 1) if matrix.shape[1] % m == 0)
+            self._index = faiss.IndexIVFPQ(quantizer, matrix.shape[1], cells, pq, 8)
         self._index.cp.seed = seed
         self._index.cp.niter = 10
-        sample = np.random.default_rng(seed).permutation(len(matrix))[: _SAMPLES_PER_CELL * cells]
+        samples = max(_SAMPLES_PER_CELL * cells, 0 if pq is None else _PQ_SAMPLES)
+        sample = np.random.default_rng(seed).permutation(len(matrix))[:samples]
         self._index.train(matrix[np.sort(sample)])
         # 1 cell in 12: 99.7% top-1 agreement with exact search at 1M faces, 1 in 32 only 98.3%.
         self._index.nprobe = min(cells, max(32, cells // 12))
-        self.ids = np.empty(0, dtype=np.int64)
+        self._graph_wide()
+        self.mapped = False
         self.add(matrix, ids)
 
+    def _graph_wide(self) -> None:
+        """Let a graph (HNSW) quantizer return every cell asked for: it stops at efSearch."""
+        quantizer = _faiss().downcast_index(self._index.quantizer)
+        if hasattr(quantizer, "hnsw"):
+            quantizer.hnsw.efSearch = max(quantizer.hnsw.efSearch, self._index.nprobe)
+
     def __len__(self) -> int:
-        return len(self.ids)
+        return int(self._index.ntotal)
 
     @property
     def dim(self) -> int:
         return self._index.d
 
+    @property
+    def approximate(self) -> bool:
+        """Are the distances approximate (product-quantised faces)?"""
+        return not isinstance(self._index, _faiss().IndexIVFFlat)
+
     def add(self, embeddings, ids) -> None:
-        """Add N x D rows with N new ids, each larger than every id already in the index."""
+        """Add N x D rows with N ids not already in the index."""
         matrix = _matrix(embeddings, "gallery embeddings", self.dim)
-        ids = _ids(ids, len(matrix))
-        if len(ids) and len(self.ids) and ids[0] <= self.ids[-1]:
-            raise InputError("new face ids must be larger than the ids already in the index")
-        self._index.add_with_ids(matrix, ids)
-        self.ids = np.concatenate([self.ids, ids])
+        self._index.add_with_ids(matrix, _ids(ids, len(matrix)))
 
     def remove(self, ids) -> None:
         """Remove the rows with these ids (unknown ids are ignored)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        self._index.remove_ids(ids)
-        self.ids = np.setdiff1d(self.ids, ids, assume_unique=True)
+        self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
     def search(self, queries, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(Q x k squared Euclidean distances ascending, Q x k row indices), k cut to N."""
+        """(Q x k squared Euclidean distances ascending, Q x k ids), k cut to N."""
         _check_k(k)
         queries = _matrix(queries, "probe embeddings", self.dim)
         k = min(k, len(self))
@@ -186,130 +231,288 @@ class FaissIndex:
             self._index.nprobe = self._index.nlist
             distances[short], found[short] = self._index.search(queries[short], k)
             self._index.nprobe = nprobe
-        return distances, np.searchsorted(self.ids, found)
+        return distances, found
 
     def save(self, path: Path, stamp: dict) -> None:
-        """Write the index and a stamp (which gallery state it holds) atomically to ``path``."""
-        blob = _faiss().serialize_index(self._index)
+        """Write the index and ``stamp`` (which gallery state it holds) atomically to ``path``."""
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            with open(tmp, "wb") as handle:
-                np.savez(
-                    handle,
-                    stamp=np.frombuffer(json.dumps(stamp).encode(), dtype=np.uint8),
-                    ids=self.ids,
-                    index=blob,
-                    trained_rows=np.int64(self.trained_rows),
-                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _faiss().write_index(self._index, str(tmp))
+            size = tmp.stat().st_size
+            with open(tmp, "r+b") as handle:
+                record = {
+                    **stamp,
+                    "rows": len(self),
+                    "trained_rows": self.trained_rows,
+                    "bytes": size,
+                    "digest": _sampled_digest(handle, size),
+                }
+                handle.seek(size)
+                text = json.dumps(record).encode()
+                handle.write(text + struct.pack("<Q", len(text)) + _MAGIC)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: Path) -> tuple["FaissIndex", dict]:
-        """(index, stamp) saved by ``save``; ValueError/OSError if the file is unusable."""
-        with np.load(path) as saved:
-            self = cls.__new__(cls)
-            self._index = _faiss().deserialize_index(saved["index"])
-            self.ids = saved["ids"].astype(np.int64)
-            self.trained_rows = int(saved["trained_rows"])
-            stamp = json.loads(saved["stamp"].tobytes().decode())
-        if self._index.ntotal != len(self.ids):
-            raise ValueError(f"{path}: index and ids disagree")
+    def load(cls, path: Path, mmap: bool = True) -> tuple["FaissIndex", dict]:
+        """(index, stamp) saved by ``save``, its lists memory-mapped (read-only) if ``mmap``;
+        ValueError if the file is not one, is truncated or fails its digest."""
+        faiss = _faiss()
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, end - 16))
+            tail = handle.read(16)
+            if len(tail) != 16 or tail[8:] != _MAGIC:
+                raise ValueError(f"{path}: not a saved index")
+            length = struct.unpack("<Q", tail[:8])[0]
+            handle.seek(max(0, end - 16 - length))
+            stamp = json.loads(handle.read(length).decode())
+            size = stamp["bytes"]
+            if size + length + 16 != end or _sampled_digest(handle, size) != stamp["digest"]:
+                raise ValueError(f"{path}: damaged (size or digest)")
+        self = cls.__new__(cls)
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        self._index = faiss.read_index(str(path), flags)
+        self.trained_rows = int(stamp["trained_rows"])
+        self.mapped = mmap
+        self._graph_wide()
+        if len(self) != stamp["rows"]:
+            raise ValueError(f"{path}: holds {len(self)} faces, its stamp says {stamp['rows']}")
         return self, stamp
 
 
+def _sampled_digest(handle, size: int) -> str:
+    """SHA-256 over the first and last MiB of the first ``size`` bytes and 64 blocks between:
+    catches truncation and replaced or overwritten files without reading all of a large one."""
+    digest = hashlib.sha256(str(size).encode())
+    block = 1 << 20
+    inner = np.linspace(block, max(block, size - block), 64).astype(int).tolist()
+    for start, length in [(0, block), *((i, 4096) for i in inner), (size - block, block)]:
+        start = max(0, start)
+        handle.seek(start)
+        digest.update(handle.read(max(0, min(length, size - start))))
+    return digest.hexdigest()
+
+
 def _ids(ids, count: int) -> np.ndarray:
-    """Row ids as int64, 0..count-1 by default; InputError unless strictly ascending."""
+    """Row ids as int64, 0..count-1 by default; InputError unless unique."""
     ids = np.arange(count, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-    if ids.shape != (count,) or (np.diff(ids) <= 0).any():
-        raise InputError(f"ids must be {count} strictly ascending integers, one per row")
-    return ids
+    if ids.shape != (count,) or len(np.unique(ids)) != count:
+        raise InputError(f"ids must be {count} distinct integers, one per row")
+    return np.ascontiguousarray(ids)
 
 
 def _kind(kind: str, rows: int) -> str:
-    """The index kind to use: 'exact' or 'faiss' ('auto' decides by size and availability)."""
-    if kind not in ("exact", "faiss", "auto"):
-        raise InputError(f"index kind {kind!r} is unknown: use exact, faiss or auto")
+    """The index kind to use: 'exact', 'faiss' or 'faiss-pq' ('auto' decides by size and
+    availability)."""
+    if kind not in ("exact", "faiss", "faiss-pq", "auto"):
+        raise InputError(f"index kind {kind!r} is unknown: use exact, faiss, faiss-pq or auto")
     if kind == "auto":
-        return "faiss" if rows >= AUTO_FAISS_ROWS and faiss_available() else "exact"
+        if rows < AUTO_FAISS_ROWS or not faiss_available():
+            return "exact"
+        return "faiss-pq" if rows >= AUTO_PQ_ROWS else "faiss"
     return kind
 
 
 def build_index(embeddings, kind: str = "auto", ids=None) -> ExactIndex | FaissIndex:
     """An index over N x D embeddings; 'auto' is FAISS from AUTO_FAISS_ROWS rows if installed."""
     matrix = _matrix(embeddings, "gallery embeddings")
-    if _kind(kind, len(matrix)) == "faiss":
-        return FaissIndex(matrix, ids)
-    return ExactIndex(matrix)
+    chosen = _kind(kind, len(matrix))
+    if chosen == "exact":
+        return ExactIndex(matrix)
+    return FaissIndex(matrix, ids, pq=PQ_BYTES if chosen == "faiss-pq" else None)
+
+
+class FaceNames:
+    """Person name of a face id, fetched from the gallery in batches and remembered."""
+
+    def __init__(self, gallery: BaseGallery):
+        self.gallery = gallery
+        self._known: dict[int, str | None] = {}
+
+    def fetch(self, face_ids) -> None:
+        """Look up the names of these face ids in one query (ids < 0 are ignored)."""
+        wanted = {int(i) for i in np.asarray(face_ids).ravel() if i >= 0} - self._known.keys()
+        if len(self._known) > _NAMES_KEPT:
+            self._known.clear()
+        if wanted:
+            found = self.gallery.names_of(sorted(wanted))
+            self._known.update({i: found.get(i) for i in wanted})
+
+    def __getitem__(self, face_id) -> str | None:
+        """The name, or None if that face is no longer enrolled."""
+        self.fetch([face_id])
+        return self._known.get(int(face_id))
 
 
 class GalleryIndex:
     """A search index over a gallery's faces, brought up to date whenever the gallery changes.
 
-    FAISS indexes are updated in place (faces added or removed by id) and, with ``persist``,
-    saved next to the gallery file stamped with the gallery's generation, so that the next
-    process loads it instead of building it; a file from another gallery is rebuilt.
+    ``search`` reports face ids; ``names[face_id]`` is the person. With ``persist`` the base
+    index is saved at ``gallery.index_path`` stamped with the gallery's id and generation, and
+    the next process opens it memory-mapped and reads only the changes since; a file of another
+    gallery, a newer one (the gallery was restored from a backup), or a damaged one is rebuilt.
     """
 
-    def __init__(self, gallery: Gallery, kind: str = "auto", persist: bool = False):
+    def __init__(self, gallery: BaseGallery, kind: str = "auto", persist: bool = False):
         _kind(kind, 0)
         self.gallery = gallery
         self.kind = kind
-        self.persist = persist
-        self.path = gallery.path.with_name(gallery.path.name + ".faiss")
+        self.path: Path | None = gallery.index_path if persist else None
+        self.names = FaceNames(gallery)
         self.index: ExactIndex | FaissIndex | None = None
-        self.snapshot: Snapshot | None = None
-        self._saved = -1  # generation of the gallery that the saved index file holds
+        self._reset()
+
+    def _reset(self) -> None:
+        self.index = None
+        self.generation = self._base_generation = -1
+        self.faces = 0
+        self._base_ids: np.ndarray | None = None  # face id of each ExactIndex row
+        self._gone = np.empty(0, dtype=np.int64)  # removed since the base, sorted
+        self._delta_ids = np.empty(0, dtype=np.int64)
+        self._delta = ExactIndex(np.empty((0, self.gallery.embedding_dim), dtype=np.float32))
 
     def search(self, queries, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(Q x k squared Euclidean distances, Q x k rows of ``names``), at the latest state."""
+        """(Q x k squared Euclidean distances, Q x k face ids), at the latest state."""
+        _check_k(k)
         self.refresh()
-        return self.index.search(queries, k)
+        queries = _matrix(queries, "probe embeddings", self.gallery.embedding_dim)
+        k = min(k, self.faces)
+        approximate = getattr(self.index, "approximate", False)
+        wide = min(k + len(self._gone) + _RERANKED * approximate, len(self.index))
+        distances, labels = self.index.search(queries, wide) if wide else _none(len(queries))
+        if self._base_ids is not None:
+            labels = self._base_ids[labels]
+        if len(self._gone):
+            distances = np.where(np.isin(labels, self._gone), np.inf, distances)
+        if approximate:
+            distances = self._exact(queries, labels, distances)
+        if len(self._delta):
+            more_d, more = self._delta.search(queries, min(k, len(self._delta)))
+            distances = np.concatenate([distances, more_d], axis=1)
+            labels = np.concatenate([labels, self._delta_ids[more]], axis=1)
+        order = np.lexsort((labels, distances), axis=1)[:, :k]
+        labels = np.take_along_axis(labels, order, axis=1)
+        self.names.fetch(labels)
+        return np.take_along_axis(distances, order, axis=1), labels
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The person of each row, as of the last search or refresh."""
-        return self.snapshot.names
+    def _exact(self, queries: np.ndarray, labels: np.ndarray, distances: np.ndarray) -> np.ndarray:
+        """Exact distances to the candidate faces (inf where ``distances`` is, or where another
+        process removed the face since), their stored embeddings read from the gallery."""
+        wanted = np.isfinite(distances) & (labels >= 0)
+        unique, where = np.unique(labels[wanted], return_inverse=True)
+        stored = self.gallery.embeddings_of(unique, missing_ok=True)[where]
+        diffs = (
+            stored.astype(np.float64)
+            - np.broadcast_to(queries[:, None, :], (*labels.shape, queries.shape[1]))[wanted]
+        )
+        exact = np.full(labels.shape, np.inf, dtype=np.float32)
+        exact[wanted] = np.einsum("nd,nd->n", diffs, diffs)
+        return np.where(np.isnan(exact), np.inf, exact)
 
     def refresh(self) -> None:
         """Bring the index to the gallery's current generation (cheap when nothing changed)."""
-        snapshot = self.gallery.snapshot()
-        if self.snapshot is not None and snapshot.generation == self.snapshot.generation:
+        generation = self.gallery.generation
+        if generation == self.generation:
             return
-        kind = _kind(self.kind, len(snapshot.ids))
-        if kind == "exact" or len(snapshot.ids) == 0:
-            self.index = ExactIndex(snapshot.matrix)
-        else:
-            self.index = self._faiss_index(snapshot)
-        self.snapshot = snapshot
+        if (
+            self.index is None
+            or generation < self.generation
+            or not self._follow(self.gallery.changes(self.generation))
+        ):
+            self._start()
 
-    def _faiss_index(self, snapshot: Snapshot) -> FaissIndex:
-        index = self.index if isinstance(self.index, FaissIndex) else self._load(snapshot)
-        if index is None or not 0.25 <= len(snapshot.ids) / index.trained_rows <= 4:
-            # No index yet, or the gallery grew or shrank so much that its cells no longer fit.
-            index = FaissIndex(snapshot.matrix, snapshot.ids)
-        else:
-            index.remove(np.setdiff1d(index.ids, snapshot.ids, assume_unique=True))
-            new = np.isin(snapshot.ids, index.ids, invert=True, assume_unique=True)
-            index.add(snapshot.matrix[new], snapshot.ids[new])
-        if self.persist and self.gallery.writable and self._saved != snapshot.generation:
-            stamp = {"gallery": self.gallery.uid, "generation": snapshot.generation}
-            index.save(self.path, stamp)
-            self._saved = snapshot.generation
-        return index
+    def _start(self) -> None:
+        """Open the saved base and catch up, or build a base from all the faces."""
+        self._reset()
+        loaded = self._load()
+        if loaded is not None:
+            self.index, stamp = loaded
+            self.generation = self._base_generation = stamp["generation"]
+            self.faces = len(self.index)
+            if self._follow(self.gallery.changes(self.generation)):
+                return
+            self._reset()
+        self._build()
 
-    def _load(self, snapshot: Snapshot) -> FaissIndex | None:
-        """The saved index of this gallery at this or an earlier generation, or None."""
-        if not (self.persist and self.path.exists()):
+    def _build(self) -> None:
+        snapshot = self.gallery.snapshot()
+        self._reset()
+        self.generation = self._base_generation = snapshot.generation
+        self.faces = len(snapshot.ids)
+        self._set_base(snapshot.matrix, snapshot.ids)
+
+    def _set_base(self, matrix: np.ndarray, ids: np.ndarray) -> None:
+        """A new base over these faces (of ``self.generation``), saved if persisting."""
+        kind = _kind(self.kind, len(ids))
+        if kind == "exact" or len(ids) == 0:
+            self.index, self._base_ids = ExactIndex(matrix), ids
+        else:
+            self.index = FaissIndex(matrix, ids, pq=PQ_BYTES if kind == "faiss-pq" else None)
+            self._base_ids = None
+            self._save()
+
+    def _follow(self, changes) -> bool:
+        """Apply the gallery's changes since ``self.generation``; False if they do not add up
+        (the base is not what its stamp says): the caller rebuilds."""
+        existed = changes.removed[changes.removed_added <= self.generation]
+        if self.faces + len(changes.ids) - len(existed) != changes.faces:
+            return False
+        keep = np.isin(self._delta_ids, changes.removed, invert=True)
+        ids = np.concatenate([self._delta_ids[keep], changes.ids])
+        matrix = np.concatenate([self._delta.matrix[keep], changes.matrix])
+        in_base = changes.removed[changes.removed_added <= self._base_generation]
+        self._gone = np.union1d(self._gone, in_base)
+        self._delta_ids, self._delta = ids, ExactIndex(matrix)
+        self.generation, self.faces = changes.generation, changes.faces
+        if len(ids) + len(self._gone) > max(_DELTA_ROWS, len(self.index) // 20):
+            self._compact()
+        return True
+
+    def _compact(self) -> None:
+        """Fold the changes into a new base (a new FAISS index if the gallery outgrew its cells)."""
+        index = self.index
+        fits = isinstance(index, FaissIndex) and 0.25 <= self.faces / index.trained_rows <= 4
+        if fits and _kind(self.kind, self.faces) != "exact":
+            if index.mapped:
+                loaded = self._load(mmap=False)
+                same = loaded is not None and loaded[1]["generation"] == self._base_generation
+                index = loaded[0] if same else None
+            if index is not None:
+                index.remove(self._gone)
+                index.add(self._delta.matrix, self._delta_ids)
+                self.index, self._base_generation = index, self.generation
+                self._gone = self._delta_ids = np.empty(0, dtype=np.int64)
+                self._delta = ExactIndex(self._delta.matrix[:0])
+                self._save()
+                return
+        self._build()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        # An index that cannot be saved is rebuilt by the next process: slower, still correct.
+        with suppress(OSError):
+            stamp = {"gallery": self.gallery.uid, "generation": self._base_generation}
+            self.index.save(self.path, stamp)
+
+    def _load(self, mmap: bool = True) -> tuple[FaissIndex, dict] | None:
+        """(saved base, its stamp) of this gallery at or before its current generation, or None."""
+        if self.path is None or not self.path.exists() or not faiss_available():
             return None
         try:
-            index, stamp = FaissIndex.load(self.path)
+            index, stamp = FaissIndex.load(self.path, mmap)
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
-        # Faces never change under an id, so an older index is brought up to date by id; a
-        # newer one (the gallery file was restored from a backup) may not match: rebuild.
-        if stamp.get("gallery") != self.gallery.uid or stamp["generation"] > snapshot.generation:
+        if (
+            stamp.get("gallery") != self.gallery.uid
+            or stamp["generation"] > self.gallery.generation
+        ):
             return None
-        self._saved = stamp["generation"]
-        return index
+        return index, stamp
+
+
+def _none(queries: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.empty((queries, 0), dtype=np.float32), np.empty((queries, 0), dtype=np.int64)

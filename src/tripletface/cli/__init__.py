@@ -16,6 +16,7 @@ _MODULES: tuple[str, ...] = (
     "train",
     "demo",
     "serve",
+    "gallery",
     "watch",
     "export",
 )

@@ -19,16 +19,31 @@ from tripletface.models.runtime import RUNTIMES
 DETECTORS = ("auto", "hog", "cnn", "none")
 
 
-def _options() -> argparse.ArgumentParser:
-    """Options shared by every recognition subcommand."""
+def recognizer_options() -> argparse.ArgumentParser:
+    """The gallery, encoder, threshold and runtime: options of every command that recognises."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--gallery", type=Path, help="gallery file (default: per-user data dir)")
+    common.add_argument(
+        "--gallery",
+        help="gallery file, or postgresql://USER@HOST[:PORT]/DB (default: per-user data dir)",
+    )
     common.add_argument(
         "--encoder", default="dlib-resnet", help="encoder name or .pt checkpoint (dlib-resnet)"
     )
     common.add_argument(
         "--threshold", type=float, help="accept squared distances <= this (overrides the gallery)"
     )
+    common.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="what runs the encoder (auto: onnx-int8 when onnxruntime is installed, no torch)",
+    )
+    return common
+
+
+def _options() -> argparse.ArgumentParser:
+    """Options shared by every photo recognition subcommand."""
+    common = argparse.ArgumentParser(add_help=False, parents=[recognizer_options()])
     common.add_argument(
         "--detector",
         choices=DETECTORS,
@@ -37,12 +52,6 @@ def _options() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--workers", type=int, default=2, help="processes detecting faces in folders (2)"
-    )
-    common.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        default="auto",
-        help="what runs the encoder (auto: onnx-int8 when onnxruntime is installed, no torch)",
     )
     return common
 

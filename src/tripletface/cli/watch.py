@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tripletface.cli.arguments import at_least
+from tripletface.cli.recognize import recognizer_options
 
 
 def _seconds(text: str) -> float:
@@ -33,17 +34,10 @@ def _seconds(text: str) -> float:
 def register(subparsers) -> None:
     """Add the watch subcommand."""
     text = "recognise the people in a video file, stream URL or camera, with face tracking"
-    p = subparsers.add_parser("watch", help=text, description=text)
+    p = subparsers.add_parser("watch", help=text, description=text, parents=[recognizer_options()])
     p.set_defaults(run=watch)
     p.add_argument(
         "source", metavar="SOURCE", help="video file, rtsp:// or http:// URL, /dev/videoN"
-    )
-    p.add_argument("--gallery", type=Path, help="gallery file (default: per-user data dir)")
-    p.add_argument(
-        "--encoder", default="dlib-resnet", help="encoder name or .pt checkpoint (dlib-resnet)"
-    )
-    p.add_argument(
-        "--threshold", type=float, help="accept squared distances <= this (overrides the gallery)"
     )
     p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (hog)")
     p.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write the video, faces drawn")
@@ -89,7 +83,9 @@ def watch(args) -> int:
     from tripletface.tracking import summarize
     from tripletface.video import Watch
 
-    rec = FaceRecognizer(args.gallery, args.encoder, args.threshold, args.detector, read_only=True)
+    rec = FaceRecognizer(
+        args.gallery, args.encoder, args.threshold, args.detector, True, args.runtime
+    )
     session = Watch(
         rec,
         args.source,

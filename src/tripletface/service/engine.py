@@ -144,7 +144,7 @@ class Engine:
         return await self._in_gallery(self._remove, name)
 
     def _open(self) -> None:
-        self.recognizer.gallery.snapshot()
+        self.recognizer.index.refresh()
         _ = self.recognizer.threshold  # an encoder without a threshold fails at start-up
         self._counts()
 
@@ -159,8 +159,7 @@ class Engine:
         return people
 
     def _faces_of(self, name: str) -> np.ndarray:
-        snapshot = self.recognizer.gallery.snapshot()
-        mine = snapshot.matrix[np.asarray(snapshot.names, dtype=object) == name]
+        mine = self.recognizer.gallery.faces_of(name)
         if len(mine) == 0:
             raise NotFoundError(f"{name!r} is not enrolled: see GET /v1/people")
         return mine

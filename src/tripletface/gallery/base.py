@@ -1,0 +1,523 @@
+"""What every gallery backend does, written once over a DB-API connection; backends add the
+connection, the dialect and how their errors read.
+
+Schema (version 2): ``persons`` (name, number of faces), ``faces`` (a person's float32
+embedding, the generation that added it, source file, content SHA-256, face box), ``removed``
+(the id of every deleted face and the generations that added and deleted it), ``meta`` (the
+encoder, the calibrated threshold and confidence model, the generation counter) and
+``schema_version``. Every change to the faces is one transaction that first moves the
+generation, which also serialises writers, so face ids grow in commit order and ``changes(g)``
+(faces added and removed after generation g) lets a reader holding an index at g catch up
+without reading the whole table.
+"""
+
+import json
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from typing import NamedTuple
+
+import numpy as np
+
+from tripletface.errors import GalleryError, InputError
+
+SCHEMA_VERSION = 2
+
+# Placeholders: {id} an auto-incremented key whose values are never reused, {blob} bytes.
+SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    encoder_name TEXT NOT NULL,
+    encoder_version TEXT NOT NULL,
+    embedding_dim INTEGER NOT NULL,
+    threshold DOUBLE PRECISION,
+    calibration TEXT,
+    generation BIGINT NOT NULL,
+    uid TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE persons (
+    id {id},
+    name TEXT NOT NULL UNIQUE,
+    faces BIGINT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE faces (
+    id {id},
+    person_id BIGINT NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
+    generation BIGINT NOT NULL,
+    embedding {blob} NOT NULL,
+    source TEXT,
+    sha256 TEXT,
+    box_left INTEGER,
+    box_top INTEGER,
+    box_right INTEGER,
+    box_bottom INTEGER,
+    created TEXT NOT NULL
+);
+CREATE INDEX faces_person ON faces(person_id);
+CREATE INDEX faces_sha256 ON faces(sha256);
+CREATE INDEX faces_generation ON faces(generation);
+CREATE TABLE removed (
+    face_id BIGINT PRIMARY KEY,
+    added BIGINT NOT NULL,
+    generation BIGINT NOT NULL
+);
+CREATE INDEX removed_generation ON removed(generation);
+"""
+
+# Faces read per query when reading many: bounds the Python objects alive at once.
+_CHUNK = 32768
+
+Box = tuple[int, int, int, int]
+
+
+class Names(Sequence):
+    """Person names of N rows, looked up from their person ids on first use."""
+
+    def __init__(self, person_ids: np.ndarray, lookup: Callable[[np.ndarray], dict[int, str]]):
+        self.person_ids = person_ids
+        self._lookup = lookup
+        self._names: dict[int, str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.person_ids)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    __hash__ = None
+
+    def __getitem__(self, row):
+        if self._names is None:
+            self._names = self._lookup(np.unique(self.person_ids))
+        if isinstance(row, slice):
+            return [self._names.get(int(p)) for p in self.person_ids[row]]
+        return self._names.get(int(self.person_ids[row]))
+
+
+class Snapshot(NamedTuple):
+    """The enrolled faces at one generation: face ids (N, ascending), N x D float32, names."""
+
+    generation: int
+    ids: np.ndarray
+    matrix: np.ndarray
+    names: Names
+
+
+class Changes(NamedTuple):
+    """What happened after a generation: faces added (ids, N x D) and still enrolled, faces
+    removed (ids, and the generation that had added each), and the number of faces now."""
+
+    generation: int
+    ids: np.ndarray
+    matrix: np.ndarray
+    removed: np.ndarray
+    removed_added: np.ndarray
+    faces: int
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_uid() -> str:
+    """A random identifier for a new gallery."""
+    return secrets.token_hex(8)
+
+
+class BaseGallery:
+    """Persons and their enrolled embeddings from one encoder, in a database.
+
+    Subclasses open ``self._conn`` (autocommit; transactions are explicit), set ``location``
+    (how messages name the gallery), ``writable`` and ``index_path`` (where a search index may
+    be saved, or None), and say how their SQL and errors differ.
+    """
+
+    location: str
+    writable: bool
+    _why_not = "it was opened read-only"
+    _placeholder = "?"
+    _begin_write = "BEGIN"
+    _begin_read = "BEGIN"
+    _errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, encoder_name: str | None, embedding_dim: int | None):
+        # None: an existing gallery of whichever encoder it holds (to copy it, for one).
+        self.encoder_name = encoder_name
+        self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
+        self._snapshot: Snapshot | None = None
+
+    # ---- what backends provide
+
+    def _conn_now(self):
+        """The connection to use (a backend may reconnect a broken one)."""
+        return self._conn
+
+    def _error(self, error: BaseException, writing: bool) -> GalleryError:
+        """The user's message for a database error."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the database connection; the gallery cannot be used afterwards."""
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- SQL plumbing
+
+    def _sql(self, sql: str) -> str:
+        return sql if self._placeholder == "?" else sql.replace("?", self._placeholder)
+
+    def _run(self, sql: str, params: tuple = (), writing: bool = False):
+        """A cursor over one statement; database errors become GalleryErrors."""
+        try:
+            return self._conn_now().execute(self._sql(sql), params)
+        except self._errors as error:
+            raise self._error(error, writing) from None
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self._run(sql, params).fetchall()
+        except self._errors as error:
+            raise self._error(error, False) from None
+
+    def _value(self, sql: str, params: tuple = ()):
+        rows = self._rows(sql, params)
+        return rows[0][0] if rows else None
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[None]:
+        """One transaction: everything inside is committed together or not at all."""
+        if write and not self.writable:
+            raise GalleryError(
+                f"{self.location} cannot be changed: {self._why_not}; make it writable "
+                "or use another --gallery"
+            )
+        self._run(self._begin_write if write else self._begin_read, writing=write)
+        try:
+            yield
+            self._run("COMMIT", writing=write)
+        except BaseException:
+            # A connection that is gone took its transaction with it.
+            with suppress(self._errors):
+                self._conn_now().execute("ROLLBACK")
+            raise
+
+    def _bump(self) -> int:
+        """Move the generation (first in a write: it locks out other writers); the new one."""
+        return int(
+            self._run(
+                "UPDATE meta SET generation = generation + 1 RETURNING generation", writing=True
+            ).fetchone()[0]
+        )
+
+    def _check(self, encoder_version: str) -> None:
+        """Refuse a database that is not a gallery of this schema, or one of another encoder."""
+        version = self._value("SELECT version FROM schema_version")
+        stored = self._rows("SELECT encoder_name, encoder_version, embedding_dim FROM meta")
+        if version != SCHEMA_VERSION or not stored:
+            found = "no version" if version is None else f"version {version}"
+            raise GalleryError(
+                f"{self.location} has gallery schema {found}, this tripletface reads version "
+                f"{SCHEMA_VERSION}: use another --gallery, or the tripletface that made it"
+            )
+        name, fingerprint, dim = stored[0]
+        if self.encoder_name is None:
+            self.encoder_name, self.embedding_dim, encoder_version = name, dim, fingerprint
+        self.encoder_version = fingerprint
+        if name != self.encoder_name or dim != self.embedding_dim:
+            raise GalleryError(
+                f"{self.location} was built with encoder {name} ({dim}-d), not "
+                f"{self.encoder_name} ({self.embedding_dim}-d), and distances between them mean "
+                f"nothing: use --encoder {name} with this gallery, or another --gallery for "
+                f"{self.encoder_name}"
+            )
+        if fingerprint != encoder_version:
+            raise GalleryError(
+                f"{self.location} was built with other weights of encoder {name} (version "
+                f"{fingerprint[:12]}, now {encoder_version[:12]}): use the encoder that built it, "
+                "or enroll again into another --gallery"
+            )
+
+    # ---- the gallery's state
+
+    @property
+    def generation(self) -> int:
+        """Number of committed changes to the faces: moves whenever embeddings() would."""
+        return int(self._value("SELECT generation FROM meta"))
+
+    @property
+    def uid(self) -> str:
+        """A random identifier given to this gallery when it was created."""
+        return self._value("SELECT uid FROM meta")
+
+    @property
+    def threshold(self) -> float | None:
+        """The calibrated distance threshold stored in the gallery, or None."""
+        value = self._value("SELECT threshold FROM meta")
+        return None if value is None else float(value)
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        if value is not None and not (np.isfinite(value) and value >= 0):
+            raise InputError(f"threshold must be a finite distance >= 0, got {value}")
+        with self._transaction(write=True):
+            self._run(
+                "UPDATE meta SET threshold = ?", (None if value is None else float(value),), True
+            )
+
+    @property
+    def calibration(self) -> dict | None:
+        """A stored confidence model (JSON-serialisable dict), or None."""
+        text = self._value("SELECT calibration FROM meta")
+        return None if text is None else json.loads(text)
+
+    @calibration.setter
+    def calibration(self, value: dict | None) -> None:
+        if value is not None and not isinstance(value, dict):
+            raise InputError(f"calibration must be a dict or None, got {type(value).__name__}")
+        try:
+            text = None if value is None else json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"calibration must be JSON-serialisable: {error}") from None
+        with self._transaction(write=True):
+            self._run("UPDATE meta SET calibration = ?", (text,), True)
+
+    # ---- changes
+
+    def add_faces(
+        self,
+        name: str,
+        embeddings,
+        sources: Sequence[str | None] | None = None,
+        hashes: Sequence[str | None] | None = None,
+        boxes: Sequence[Box | None] | None = None,
+    ) -> list[int]:
+        """Store N x D embeddings as faces of ``name`` (created if new), all or none; their ids."""
+        matrix = self._checked(embeddings)
+        count = len(matrix)
+        sources, hashes, boxes = (
+            [None] * count if column is None else list(column)
+            for column in (sources, hashes, boxes)
+        )
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"person name must be a non-empty string, got {name!r}")
+        if not len(sources) == len(hashes) == len(boxes) == count:
+            raise InputError(
+                f"add_faces got {count} embeddings but {len(sources)} sources, "
+                f"{len(hashes)} hashes and {len(boxes)} boxes: give one of each per embedding"
+            )
+        stamp = now()
+        faces = [
+            (row.tobytes(), source, digest, *((None,) * 4 if box is None else map(int, box)))
+            for row, source, digest, box in zip(matrix, sources, hashes, boxes, strict=True)
+        ]
+        with self._transaction(write=True):
+            generation = self._bump()
+            self._run(
+                "INSERT INTO persons (name, faces, created) VALUES (?, 0, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, stamp),
+                True,
+            )
+            person = self._value("SELECT id FROM persons WHERE name = ?", (name,))
+            try:
+                self._conn_now().cursor().executemany(
+                    self._sql(
+                        "INSERT INTO faces (person_id, generation, embedding, source, sha256,"
+                        " box_left, box_top, box_right, box_bottom, created)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    [(person, generation, *face, stamp) for face in faces],
+                )
+            except self._errors as error:
+                raise self._error(error, True) from None
+            self._run("UPDATE persons SET faces = faces + ? WHERE id = ?", (count, person), True)
+            ids = self._rows("SELECT id FROM faces WHERE generation = ? ORDER BY id", (generation,))
+        return [int(row[0]) for row in ids]
+
+    def _checked(self, embeddings) -> np.ndarray:
+        """Embeddings as a little-endian float32 N x D array, or InputError."""
+        matrix = np.asarray(
+            embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings
+        )
+        if matrix.ndim != 2 or matrix.shape[1] != self.embedding_dim or len(matrix) == 0:
+            raise InputError(
+                f"embeddings must be N x {self.embedding_dim} with N >= 1 for {self.encoder_name}, "
+                f"got shape {matrix.shape}"
+            )
+        if not np.isfinite(matrix).all():
+            raise InputError(
+                "embeddings contain NaN or infinite values: the encoder output is broken"
+            )
+        return np.ascontiguousarray(matrix, dtype="<f4")
+
+    def remove(self, name: str) -> int:
+        """Delete ``name`` and all their faces in one transaction; the number of faces removed."""
+        with self._transaction(write=True):
+            generation = self._bump()
+            person = self._value("SELECT id FROM persons WHERE name = ?", (name,))
+            if person is None:
+                raise InputError(
+                    f"{name!r} is not enrolled in {self.location}: see who is with tripletface "
+                    "people"
+                )
+            self._run(
+                "INSERT INTO removed (face_id, added, generation)"
+                " SELECT id, generation, ? FROM faces WHERE person_id = ?",
+                (generation, person),
+                True,
+            )
+            removed = self._run("DELETE FROM faces WHERE person_id = ?", (person,), True).rowcount
+            self._run("DELETE FROM persons WHERE id = ?", (person,), True)
+        return removed
+
+    # ---- reading
+
+    def people(self) -> list[tuple[str, int]]:
+        """(name, number of enrolled faces) of every person, sorted by name."""
+        return [
+            (name, int(n))
+            for name, n in self._rows("SELECT name, faces FROM persons ORDER BY name")
+        ]
+
+    def has_hash(self, sha256: str) -> bool:
+        """Is a face from a file with this content hash already enrolled?"""
+        return bool(self._rows("SELECT 1 FROM faces WHERE sha256 = ? LIMIT 1", (sha256,)))
+
+    def face_count(self) -> int:
+        """Number of enrolled faces."""
+        return int(self._value("SELECT COUNT(*) FROM faces"))
+
+    def faces_of(self, name: str) -> np.ndarray:
+        """The N x D embeddings of one person (N = 0 if not enrolled), by face id."""
+        rows = self._rows(
+            "SELECT faces.embedding FROM faces JOIN persons ON persons.id = faces.person_id"
+            " WHERE persons.name = ? ORDER BY faces.id",
+            (name,),
+        )
+        return self._matrix([row[0] for row in rows])
+
+    def embeddings_of(self, ids, missing_ok: bool = False) -> np.ndarray:
+        """The embeddings of these face ids, in their order; a face not here is an InputError,
+        or a row of NaN if ``missing_ok``."""
+        ids = [int(i) for i in np.asarray(ids).ravel()]
+        found = dict(self._rows_in("SELECT id, embedding FROM faces WHERE id IN ({ids})", ids))
+        missing = [i for i in ids if i not in found]
+        if missing and not missing_ok:
+            raise InputError(f"faces {missing[:5]} are not in {self.location}")
+        nothing = np.full(self.embedding_dim, np.nan, dtype="<f4").tobytes()
+        return self._matrix([found.get(i, nothing) for i in ids])
+
+    def records_of(self, name: str) -> tuple[np.ndarray, list[str | None], list[str | None], list]:
+        """(N x D embeddings, sources, content hashes, boxes or None) of one person's faces."""
+        rows = self._rows(
+            "SELECT faces.embedding, source, sha256, box_left, box_top, box_right, box_bottom"
+            " FROM faces JOIN persons ON persons.id = faces.person_id WHERE persons.name = ?"
+            " ORDER BY faces.id",
+            (name,),
+        )
+        boxes = [None if row[3] is None else tuple(row[3:7]) for row in rows]
+        return (
+            self._matrix([row[0] for row in rows]),
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            boxes,
+        )
+
+    def names_of(self, face_ids) -> dict[int, str]:
+        """Person name of each of these face ids that is enrolled."""
+        return dict(
+            self._rows_in(
+                "SELECT faces.id, persons.name FROM faces JOIN persons"
+                " ON persons.id = faces.person_id WHERE faces.id IN ({ids})",
+                sorted({int(i) for i in np.asarray(face_ids).ravel()}),
+            )
+        )
+
+    def _person_names(self, person_ids: np.ndarray) -> dict[int, str]:
+        ids = [int(i) for i in person_ids]
+        return dict(self._rows_in("SELECT id, name FROM persons WHERE id IN ({ids})", ids))
+
+    def _rows_in(self, sql: str, ids: list[int]) -> list[tuple]:
+        """Rows of ``sql`` whose ``{ids}`` is filled with these ids, 500 to a query."""
+        rows = []
+        for start in range(0, len(ids), 500):
+            part = tuple(ids[start : start + 500])
+            rows += self._rows(sql.format(ids=",".join("?" * len(part))), part)
+        return rows
+
+    def _matrix(self, blobs: list[bytes]) -> np.ndarray:
+        """N stored embeddings as an N x D float32 array; GalleryError if one has the wrong size."""
+        width = 4 * self.embedding_dim
+        joined = b"".join(blobs)
+        if len(joined) != width * len(blobs) or any(len(blob) != width for blob in blobs):
+            raise GalleryError(
+                f"{self.location} holds embeddings of the wrong size (damaged): "
+                "use another --gallery, or restore it from a backup"
+            )
+        return np.frombuffer(joined, dtype="<f4").astype(np.float32).reshape(-1, self.embedding_dim)
+
+    def _faces_where(self, condition: str, params: tuple) -> tuple[np.ndarray, ...]:
+        """(ids, person ids, N x D) of the faces matching ``condition``, read in chunks by id."""
+        count = int(self._value(f"SELECT COUNT(*) FROM faces WHERE {condition}", params))
+        ids = np.empty(count, dtype=np.int64)
+        persons = np.empty(count, dtype=np.int64)
+        matrix = np.empty((count, self.embedding_dim), dtype=np.float32)
+        done, last = 0, -1
+        while done < count:
+            rows = self._rows(
+                f"SELECT id, person_id, embedding FROM faces WHERE {condition} AND id > ?"
+                f" ORDER BY id LIMIT {_CHUNK}",
+                (*params, last),
+            )
+            if not rows or done + len(rows) > count:
+                break
+            part = slice(done, done + len(rows))
+            ids[part] = [row[0] for row in rows]
+            persons[part] = [row[1] for row in rows]
+            matrix[part] = self._matrix([row[2] for row in rows])
+            done, last = done + len(rows), rows[-1][0]
+        if done != count:
+            raise GalleryError(f"{self.location} changed its faces inside a read transaction")
+        return ids, persons, matrix
+
+    def snapshot(self) -> Snapshot:
+        """All enrolled faces by ascending id; cached until the gallery's generation moves.
+
+        The arrays are shared with later callers: treat them as read-only.
+        """
+        if self._snapshot is not None and self._snapshot.generation == self.generation:
+            return self._snapshot
+        # One read transaction, so that the counter and the rows describe the same state.
+        with self._transaction(write=False):
+            generation = self.generation
+            ids, persons, matrix = self._faces_where("1 = 1", ())
+        self._snapshot = Snapshot(generation, ids, matrix, Names(persons, self._person_names))
+        return self._snapshot
+
+    def embeddings(self) -> tuple[np.ndarray, Names]:
+        """(N x D float32 embeddings, the N person names), by face id; cached between writes."""
+        snapshot = self.snapshot()
+        return snapshot.matrix, snapshot.names
+
+    def changes(self, since: int) -> Changes:
+        """Faces added and removed after generation ``since``, read in one transaction."""
+        with self._transaction(write=False):
+            generation = self.generation
+            ids, _, matrix = self._faces_where("generation > ?", (since,))
+            removed = self._rows(
+                "SELECT face_id, added FROM removed WHERE generation > ? ORDER BY face_id",
+                (since,),
+            )
+            faces = self.face_count()
+        removed = np.array(removed, dtype=np.int64).reshape(-1, 2)
+        return Changes(generation, ids, matrix, removed[:, 0], removed[:, 1], faces)
