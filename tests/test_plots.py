@@ -7,10 +7,13 @@ from PIL import Image
 from tripletface.errors import InputError
 from tripletface.metrics import roc_curve
 from tripletface.plots import (
+    pca_2d,
     plot_distance_histograms,
+    plot_embedding_maps,
     plot_roc,
     plot_rocs,
     plot_training,
+    plot_triplets,
     read_training_csv,
     running_mean,
 )
@@ -86,3 +89,40 @@ def test_running_mean_matches_a_loop_and_skips_gaps():
     np.testing.assert_allclose(running_mean(values, 3), expected)
     np.testing.assert_array_equal(running_mean(values, 1)[[0, 1, 3]], values[[0, 1, 3]])
     assert np.isnan(running_mean(np.array([np.nan, 2.0]), 1)[0])
+
+
+def test_pca_2d_projects_on_the_top_eigenvectors_of_the_covariance():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(40, 6)) * [5, 3, 1, 0.5, 0.2, 0.1] + 7
+    mapped = pca_2d(points)
+    centred = points - points.mean(0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    for axis in range(2):
+        top = vectors[:, -1 - axis]
+        np.testing.assert_allclose(np.abs(mapped[:, axis]), np.abs(centred @ top), atol=1e-9)
+    assert abs(np.corrcoef(mapped.T)[0, 1]) < 1e-9
+    np.testing.assert_array_equal(pca_2d(points), mapped)
+    np.testing.assert_allclose(np.abs(pca_2d(-points)), np.abs(mapped), atol=1e-9)
+
+
+def faces(count, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def test_triplets_and_embedding_maps(tmp_path):
+    a, p, n = faces(3)
+    rows = {
+        "random\nstep 1": [(a, p, n, 0.3, 0.4), (a, n, p, 0.1, 1.2)],
+        "semi-hard": [(a, p, n, 0.3, 0.35)],
+    }
+    assert_png(plot_triplets(rows, 0.2, tmp_path / "triplets.png"))
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(12), 5)
+    maps = {name: (rng.normal(size=(60, 2)), labels) for name in ("before", "after")}
+    assert_png(plot_embedding_maps(maps, tmp_path / "map.png", group_size=4))
+    with pytest.raises(InputError, match="no triplets"):
+        plot_triplets({"empty": []}, 0.2, tmp_path / "none.png")
+    with pytest.raises(InputError, match="no maps"):
+        plot_embedding_maps({}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

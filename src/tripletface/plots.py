@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -154,4 +155,101 @@ def plot_training(steps_csv_or_arrays, path) -> Path:
     if not single:
         loss_axes.legend()
     loss_axes.set_title("Training")
+    return _save(figure, path)
+
+
+def pca_2d(points: np.ndarray) -> np.ndarray:
+    """N x 2 coordinates of N x D points on their two principal axes (centred; each axis' sign
+    chosen so that its largest loading is positive, so equal inputs give equal maps)."""
+    centred = np.asarray(points, dtype=float) - np.mean(points, axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    axes = axes[:2]
+    signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(1)])
+    return centred @ (axes * signs[:, None]).T
+
+
+#: One triplet as drawn: anchor, positive and negative pixels (H x W x 3 uint8), d(a,p), d(a,n).
+Triplet = tuple[np.ndarray, np.ndarray, np.ndarray, float, float]
+
+
+def _side_by_side(images: Sequence[np.ndarray], gap: int) -> np.ndarray:
+    """H x W x 3 uint8 images in a row, ``gap`` white columns between them."""
+    height = images[0].shape[0]
+    spacer = np.full((height, gap, 3), 255, np.uint8)
+    parts = [part for image in images for part in (image, spacer)][:-1]
+    return np.concatenate(parts, axis=1)
+
+
+def plot_triplets(rows: Mapping[str, Sequence[Triplet]], margin: float, path) -> Path:
+    """A grid of triplets, one titled row per selection (e.g. strategy and step): each shows
+    anchor | positive | negative with d(a,p) and d(a,n) under it, in red when the triplet is
+    active (d(a,p) - d(a,n) + margin > 0: it carries loss), in grey when it teaches nothing."""
+    count = max((len(triplets) for triplets in rows.values()), default=0)
+    if not rows or count == 0:
+        raise InputError("plot_triplets: no triplets to draw")
+    figure = Figure(figsize=(2.3 * count, 1.55 * len(rows) + 0.5))
+    grid = figure.subplots(len(rows), count, squeeze=False)
+    for row, (title, triplets) in zip(grid, rows.items(), strict=True):
+        for column, axes in enumerate(row):
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if column >= len(triplets):
+                axes.set_axis_off()
+                continue
+            anchor, positive, negative, d_ap, d_an = triplets[column]
+            gap = max(1, anchor.shape[1] // 12)
+            axes.imshow(_side_by_side([anchor, positive, negative], gap), interpolation="nearest")
+            active = d_ap - d_an + margin > 0
+            axes.set_xlabel(
+                f"d(a,p) {d_ap:.2f}   d(a,n) {d_an:.2f}",
+                color="#c0392b" if active else "#666666",
+                fontsize=8.5,
+                fontweight="bold" if active else "normal",
+            )
+            for spine in axes.spines.values():
+                spine.set_color("#c0392b" if active else "#bbbbbb")
+                spine.set_linewidth(1.6 if active else 0.8)
+        row[0].set_ylabel(title, fontsize=9.5, rotation=0, ha="right", va="center", labelpad=8)
+    for axes in grid[0]:
+        if axes.axison:
+            axes.set_title("anchor   positive   negative", fontsize=8, color="#444444")
+    figure.suptitle(
+        f"Triplets chosen (red: active, d(a,p) - d(a,n) + {margin:g} > 0; grey: loss 0)",
+        fontsize=11,
+    )
+    return _save(figure, path)
+
+
+def plot_embedding_maps(
+    maps: Mapping[str, tuple[np.ndarray, np.ndarray]], path, group_size: int | None = None
+) -> Path:
+    """Side-by-side scatter plots of 2-D maps {title: (N x 2 points, N labels)}, a colour per
+    label (the same across panels); labels in groups of ``group_size`` (families of lookalikes)
+    share a marker."""
+    if not maps:
+        raise InputError("plot_embedding_maps: no maps to draw")
+    labels = np.unique(np.concatenate([np.asarray(lab) for _, lab in maps.values()]))
+    palette = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    colours = {label: palette(i % palette.N) for i, label in enumerate(labels)}
+    markers = "os^Dvp*hX<>"
+    figure = Figure(figsize=(4.2 * len(maps), 4.4))
+    panels = figure.subplots(1, len(maps), squeeze=False)[0]
+    for axes, (title, (points, point_labels)) in zip(panels, maps.items(), strict=True):
+        points, point_labels = np.asarray(points, dtype=float), np.asarray(point_labels)
+        for i, label in enumerate(labels):
+            chosen = point_labels == label
+            marker = markers[(i // group_size) % len(markers)] if group_size else "o"
+            axes.scatter(
+                points[chosen, 0],
+                points[chosen, 1],
+                s=26,
+                color=colours[label],
+                marker=marker,
+                edgecolors="white",
+                linewidths=0.4,
+            )
+        axes.set_title(title, fontsize=10.5)
+        axes.set_xticks([])
+        axes.set_yticks([])
+        axes.set_aspect("equal", adjustable="datalim")
     return _save(figure, path)
