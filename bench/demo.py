@@ -14,6 +14,7 @@ machine inflates the wall times; the CPU times and the load averages say by how 
     python bench/demo.py                       # 3 rounds of both
     python bench/demo.py --rounds 1 --no-baseline --out demo-out   # one run, keep its pictures
     python bench/demo.py --persons 40 --unseen 20 --steps 20 --size 32 --rounds 1   # a quick check
+    python bench/demo.py --fraction 0.2  # both settings at a fifth of their steps (busy machine)
 """
 
 import argparse
@@ -98,6 +99,12 @@ def main() -> None:
         default=True,
         help="also run the old demo's settings each round (default: yes)",
     )
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="run both settings at this fraction of their steps and warm-up (1)",
+    )
     parser.add_argument("--json", action="store_true", help="also print every run as JSON")
     for name in ("persons", "unseen", "steps", "size", "threads"):
         parser.add_argument(f"--{name}", type=int, help="override the default (quick checks)")
@@ -110,6 +117,15 @@ def main() -> None:
     settings = {"new": DemoConfig(**overrides)}
     if args.baseline:
         settings["old"] = replace(settings["new"], **{**OLD, **overrides})
+    if args.fraction != 1:
+        settings = {
+            name: replace(
+                config,
+                steps=max(1, round(config.steps * args.fraction)),
+                warmup=round(config.warmup * args.fraction),
+            )
+            for name, config in settings.items()
+        }
     results: dict[str, list[dict]] = {name: [] for name in settings}
     print(
         f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} on "

@@ -7,6 +7,7 @@ from PIL import Image
 from tripletface.errors import InputError
 from tripletface.metrics import roc_curve
 from tripletface.plots import (
+    neighbour_affinities,
     pca_2d,
     plot_distance_histograms,
     plot_embedding_maps,
@@ -16,6 +17,7 @@ from tripletface.plots import (
     plot_triplets,
     read_training_csv,
     running_mean,
+    tsne_2d,
 )
 
 
@@ -126,3 +128,26 @@ def test_triplets_and_embedding_maps(tmp_path):
     with pytest.raises(InputError, match="no maps"):
         plot_embedding_maps({}, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_affinities_have_the_asked_perplexity_and_tsne_keeps_clusters_apart():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 8)
+    points = rng.normal(size=(6, 32))[labels] + 0.2 * rng.normal(size=(48, 32))
+    p = neighbour_affinities(points, perplexity=5)
+    assert np.all(np.diag(p) == 0)
+    np.testing.assert_allclose(p.sum(1), 1)
+    squared = ((points[:, None] - points[None]) ** 2).sum(-1)
+    for i in range(48):
+        row, others = np.delete(p[i], i), np.delete(squared[i], i)
+        assert -np.sum(row * np.log(row)) == pytest.approx(np.log(5), abs=1e-6)
+        # A Gaussian of the distance: log p falls on a line of negative slope.
+        slope, intercept = np.polyfit(others, np.log(row), 1)
+        assert slope < 0
+        np.testing.assert_allclose(np.log(row), slope * others + intercept, atol=1e-6)
+    mapped = tsne_2d(points, perplexity=5, steps=300)
+    assert mapped.shape == (48, 2) and np.isfinite(mapped).all()
+    d = ((mapped[:, None] - mapped[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert np.all(labels[d.argmin(1)] == labels)
+    np.testing.assert_array_equal(tsne_2d(points, perplexity=5, steps=300), mapped)

@@ -47,6 +47,8 @@ ACTIVE_POINTS = 5
 TRIPLETS_SHOWN = 5
 #: Unseen persons (whole families, from the first) drawn in the embedding maps of map.png.
 MAP_PERSONS = 12
+#: How the pictures name the two strategies and the encoder before training.
+TITLES = {"untrained": "before training", "random": "random triplets", "semihard": "semi-hard"}
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,10 @@ class DemoConfig:
     """Size of a demo run; the defaults fit the 150-second budget on 2 CPU cores.
 
     bench/demo.py measures them. The two trainings run at the same time, one process and one
-    thread each (small convolutions gain less than 2x from a second thread); bfloat16
-    convolutions (AVX-512 BF16) take 0.57 times the time of float32 ones; and a warm-up to 5
-    times the old learning rate, then a cosine, reaches in 600 steps (95.6% one-shot rank-1)
-    what 1000 steps at 1e-3 reached (95.0%); at a peak of 3e-3, 600 and 700 steps gave 95.2%.
+    thread each (small convolutions gain less than 2x from a second thread); a training step in
+    bfloat16 (AVX-512 BF16) costs 0.57 times a float32 one; and a warm-up to 5 times the old
+    learning rate, then a cosine, reaches in 600 steps (95.6% one-shot rank-1) what 1000 steps
+    at 1e-3 reached (95.0%); at a peak of 3e-3, 600 and 700 steps gave 95.2%.
     """
 
     persons: int = 1000  # training persons
@@ -225,10 +227,6 @@ def recognize_show(
     return answers
 
 
-#: How the pictures name the two strategies and the encoder before training.
-TITLES = {"untrained": "before training", "random": "random triplets", "semihard": "semi-hard"}
-
-
 def write_plots(
     out: Path,
     reports: dict[str, EvaluationReport],
@@ -242,12 +240,12 @@ def write_plots(
     titled with its rank-1) in ``out``."""
     # matplotlib is imported only here: the CLI imports this module to build its parser.
     from tripletface.plots import (
-        pca_2d,
         plot_distance_histograms,
         plot_embedding_maps,
         plot_rocs,
         plot_training,
         plot_triplets,
+        tsne_2d,
     )
 
     paths = [
@@ -275,12 +273,17 @@ def write_plots(
     shown = labels < min(MAP_PERSONS, unseen.num_persons)
     panels = {
         f"{TITLES[name]}: one-shot rank-1 {_percent(rank1).strip()}": (
-            pca_2d(encoder.embed(images[shown]).numpy()),
+            tsne_2d(encoder.embed(images[shown]).numpy()),
             labels[shown].numpy(),
         )
         for name, (encoder, rank1) in maps.items()
     }
-    paths.append(plot_embedding_maps(panels, out / "map.png", group_size=FAMILY_SIZE))
+    persons = int(shown.sum()) // unseen.images_per_person
+    title = (
+        f"{persons} unseen persons x {unseen.images_per_person} pictures, a colour per person and "
+        f"a marker per family of {FAMILY_SIZE} lookalikes: t-SNE maps of their embeddings"
+    )
+    paths.append(plot_embedding_maps(panels, out / "map.png", FAMILY_SIZE, title))
     return paths
 
 
