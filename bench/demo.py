@@ -64,8 +64,8 @@ def _table(name: str, runs: list[dict]) -> None:
     print(
         f"{name}: {config['persons']} training + {config['unseen']} unseen persons x "
         f"{config['images']} pictures at {config['size']} x {config['size']}, {config['steps']} "
-        f"steps of {config['p']} x {config['k']} per training, lr {config['lr']:g} "
-        f"(warm-up {config['warmup']}), {config['precision']}, "
+        f"steps of {min(config['p'], config['persons'])} x {config['k']} per training, "
+        f"lr {config['lr']:g} (warm-up {config['warmup']}), {config['precision']}, "
         f"{order}"
     )
     print(
