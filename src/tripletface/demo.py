@@ -3,9 +3,11 @@
 Renders training persons and a disjoint set of unseen persons; measures two baselines on the
 unseen ones (nearest neighbour on raw pixels, the untrained encoder); trains the compact encoder
 twice from the same initial weights on the same batches, once on random triplets and once with
-semi-hard selection (Schroff et al. 2015, "FaceNet", section 3.2); evaluates both on the unseen
-persons; writes the plots; and shows one-shot recognition: one picture enrolled per person, new
-pictures of them and of strangers (persons never enrolled, lookalikes among them) identified.
+semi-hard selection (Schroff et al. 2015, "FaceNet", section 3.2), both at once in two worker
+processes; evaluates both on the unseen persons; writes the plots and the pictures of the lesson
+(the triplets each selection chose, t-SNE maps of unseen persons); and shows one-shot
+recognition: one picture enrolled per person, new pictures of them and of strangers (persons
+never enrolled, lookalikes among them) identified.
 Every figure comes from the run.
 """
 

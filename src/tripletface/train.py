@@ -322,9 +322,10 @@ def chosen_triplets(
 def triplet_rows(
     dataset: Dataset, runs: dict[str, tuple[Encoder, "RunResult"]], count: int
 ) -> dict[str, list[tuple]]:
-    """{"<name>\\nstep <s>": [(anchor, positive, negative H x W x 3 uint8 pixels, d(a,p), d(a,n))]}
-    for each run {name: (initial encoder, result)}: the triplets it chose in its first batch with
-    the initial weights and in its last batch with the trained ones (plots.plot_triplets)."""
+    """Rows for plots.plot_triplets of each run {name: (initial encoder, result)}: the triplets it
+    chose in its first batch with the initial weights and in its last batch with the trained
+    ones, titled "NAME", newline, "step S"; each (anchor, positive, negative H x W x 3 uint8
+    pixels, d(a,p), d(a,n))."""
     rows = {}
     for name, (initial, run) in runs.items():
         size = tuple(run.encoder.input_size)
