@@ -26,6 +26,8 @@ def test_trains_on_synthetic_faces_and_prints_json(tmp_path):
     assert load_encoder(run / "last.pt").input_size == (24, 24)
     assert summary["plot"] == str(run / "training.png")
     assert (run / "training.png").read_bytes().startswith(b"\x89PNG")
+    assert summary["triplets"] == str(run / "triplets.png")
+    assert (run / "triplets.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_resume_continues_with_the_checkpoint_settings(tmp_path, capsys):
@@ -38,7 +40,8 @@ def test_resume_continues_with_the_checkpoint_settings(tmp_path, capsys):
     )
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["step"] == 4 and state["config"]["lr"] == 0.01 and state["config"]["p"] == 4
-    assert "trained 4 steps" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "trained 4 steps" in said and said.count("triplets chosen") == 1
 
 
 def test_trains_on_a_folder_per_person_with_augmentation(tmp_path, capsys):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from tripletface.data.synthetic import SyntheticFaces
 from tripletface.demo import (
@@ -20,8 +21,11 @@ from tripletface.demo import (
     person_name,
     recognize_show,
     run_demo,
+    train_config,
 )
 from tripletface.errors import InputError
+from tripletface.models.compact import CompactNet
+from tripletface.train import chosen_triplets, training_forward
 
 TINY = {
     "persons": 9,
@@ -34,6 +38,8 @@ TINY = {
     "pairs": 60,
     "enrolled": 3,
     "strangers": 2,
+    "parallel": False,
+    "threads": 1,
 }
 
 
@@ -60,6 +66,22 @@ def test_the_figures_have_the_documented_shape_and_ranges(tiny):
         assert len(active) == min(ACTIVE_POINTS, config.steps)
         assert all(0 <= a <= 1 for a in active)
         assert 0 < figures[strategy]["train_seconds"] < figures["seconds"]
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_figures_of_one_process(tiny, tmp_path):
+    # One thread per training either way: the same arithmetic, so the same figures.
+    _, figures, _ = tiny
+    settings = {**TINY, "parallel": True}
+    parallel = run_demo(DemoConfig(**settings, out=tmp_path), say=lambda line: None)
+    for name in ("pixels", "untrained", *STRATEGIES):
+        assert parallel[name]["rank1"] == figures[name]["rank1"], name
+        assert parallel[name]["roc_auc"] == figures[name]["roc_auc"], name
+    for strategy in STRATEGIES:
+        assert parallel[strategy]["active_fraction"] == figures[strategy]["active_fraction"]
+    assert parallel["recognition"]["answers"] == figures["recognition"]["answers"]
+    # The workers' CPU time is counted: each trained, and rendered part of the faces.
+    assert parallel["cpu_seconds"] > parallel["random"]["train_seconds"] * 0.5
 
 
 def test_the_pixel_baseline_is_brute_force_nearest_neighbour(tiny):
@@ -104,7 +126,8 @@ def test_recognition_answers_follow_from_their_distances(tiny):
 
 def test_plots_are_written_and_the_story_quotes_the_figures(tiny):
     config, figures, lines = tiny
-    names = {"training.png", "roc.png", *(f"distances_{s}.png" for s in STRATEGIES)}
+    names = {"training.png", "roc.png", "triplets.png", "map.png"}
+    names |= {f"distances_{s}.png" for s in STRATEGIES}
     assert {p.rsplit("/", 1)[-1] for p in figures["plots"]} == names
     for name in names:
         assert (config.out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -158,3 +181,37 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path):
 def test_learning_rate_must_be_positive():
     with pytest.raises(InputError, match="lr must be > 0"):
         check_demo_config(DemoConfig(lr=-math.inf))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_chosen_triplets_follow_the_strategy_on_training_mode_embeddings(strategy):
+    faces = SyntheticFaces(num_persons=6, images_per_person=3, size=16)
+    images, labels = faces.tensors()
+    torch.manual_seed(0)
+    encoder = CompactNet(embedding_dim=8, input_size=16, width=4).eval()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    settings = train_config(DemoConfig(**TINY), strategy)
+    triplets = chosen_triplets(encoder, images, labels, settings, count=4)
+    assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())
+    assert not encoder.training
+    with torch.no_grad():
+        torch.manual_seed(0)
+        embeddings = training_forward(
+            CompactNet(embedding_dim=8, input_size=16, width=4).train(), images, settings
+        )
+    anchors = [labels[a] for a, _, _, _, _ in triplets]
+    assert len(triplets) == 4 and len(set(anchors)) == 4
+    for a, p, n, d_ap, d_an in triplets:
+        assert labels[a] == labels[p] != labels[n] and a != p
+        assert d_ap == pytest.approx(
+            float((embeddings[a] - embeddings[p]).square().sum()), abs=1e-4
+        )
+        assert d_an == pytest.approx(
+            float((embeddings[a] - embeddings[n]).square().sum()), abs=1e-4
+        )
+        if strategy == "semihard":
+            negatives = [j for j in range(len(labels)) if labels[j] != labels[a]]
+            d = {j: float((embeddings[a] - embeddings[j]).square().sum()) for j in negatives}
+            beyond = [j for j in negatives if d[j] > d_ap]
+            expected = min(beyond, key=d.get) if beyond else max(negatives, key=d.get)
+            assert d[n] == pytest.approx(d[expected], abs=1e-4)

@@ -7,12 +7,17 @@ from PIL import Image
 from tripletface.errors import InputError
 from tripletface.metrics import roc_curve
 from tripletface.plots import (
+    neighbour_affinities,
+    pca_2d,
     plot_distance_histograms,
+    plot_embedding_maps,
     plot_roc,
     plot_rocs,
     plot_training,
+    plot_triplets,
     read_training_csv,
     running_mean,
+    tsne_2d,
 )
 
 
@@ -86,3 +91,63 @@ def test_running_mean_matches_a_loop_and_skips_gaps():
     np.testing.assert_allclose(running_mean(values, 3), expected)
     np.testing.assert_array_equal(running_mean(values, 1)[[0, 1, 3]], values[[0, 1, 3]])
     assert np.isnan(running_mean(np.array([np.nan, 2.0]), 1)[0])
+
+
+def test_pca_2d_projects_on_the_top_eigenvectors_of_the_covariance():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(40, 6)) * [5, 3, 1, 0.5, 0.2, 0.1] + 7
+    mapped = pca_2d(points)
+    centred = points - points.mean(0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    for axis in range(2):
+        top = vectors[:, -1 - axis]
+        np.testing.assert_allclose(np.abs(mapped[:, axis]), np.abs(centred @ top), atol=1e-9)
+    assert abs(np.corrcoef(mapped.T)[0, 1]) < 1e-9
+    np.testing.assert_array_equal(pca_2d(points), mapped)
+    np.testing.assert_allclose(np.abs(pca_2d(-points)), np.abs(mapped), atol=1e-9)
+
+
+def faces(count, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def test_triplets_and_embedding_maps(tmp_path):
+    a, p, n = faces(3)
+    rows = {
+        "random\nstep 1": [(a, p, n, 0.3, 0.4), (a, n, p, 0.1, 1.2)],
+        "semi-hard": [(a, p, n, 0.3, 0.35)],
+    }
+    assert_png(plot_triplets(rows, 0.2, tmp_path / "triplets.png"))
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(12), 5)
+    maps = {name: (rng.normal(size=(60, 2)), labels) for name in ("before", "after")}
+    assert_png(plot_embedding_maps(maps, tmp_path / "map.png", group_size=4))
+    with pytest.raises(InputError, match="no triplets"):
+        plot_triplets({"empty": []}, 0.2, tmp_path / "none.png")
+    with pytest.raises(InputError, match="no maps"):
+        plot_embedding_maps({}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_affinities_have_the_asked_perplexity_and_tsne_keeps_clusters_apart():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 8)
+    points = rng.normal(size=(6, 32))[labels] + 0.2 * rng.normal(size=(48, 32))
+    p = neighbour_affinities(points, perplexity=5)
+    assert np.all(np.diag(p) == 0)
+    np.testing.assert_allclose(p.sum(1), 1)
+    squared = ((points[:, None] - points[None]) ** 2).sum(-1)
+    for i in range(48):
+        row, others = np.delete(p[i], i), np.delete(squared[i], i)
+        assert -np.sum(row * np.log(row)) == pytest.approx(np.log(5), abs=1e-6)
+        # A Gaussian of the distance: log p falls on a line of negative slope.
+        slope, intercept = np.polyfit(others, np.log(row), 1)
+        assert slope < 0
+        np.testing.assert_allclose(np.log(row), slope * others + intercept, atol=1e-6)
+    mapped = tsne_2d(points, perplexity=5, steps=300)
+    assert mapped.shape == (48, 2) and np.isfinite(mapped).all()
+    d = ((mapped[:, None] - mapped[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert np.all(labels[d.argmin(1)] == labels)
+    np.testing.assert_array_equal(tsne_2d(points, perplexity=5, steps=300), mapped)

@@ -1,5 +1,7 @@
 """The synthetic face generator: determinism, identity, families, hardness, the folder writer."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -40,6 +42,13 @@ def test_items_rendered_on_the_fly_equal_the_cached_tensors():
     assert torch.equal(dataset[-1][0], images[-1])
     with pytest.raises(IndexError):
         dataset[len(dataset)]
+
+
+def test_a_pool_renders_the_same_pixels_in_chunks():
+    serial = SyntheticFaces(5, 7, size=16, seed=2).tensors()
+    with ThreadPoolExecutor(2) as pool:
+        pooled = SyntheticFaces(5, 7, size=16, seed=2).tensors(pool)
+    assert torch.equal(serial[0], pooled[0]) and torch.equal(serial[1], pooled[1])
 
 
 @pytest.mark.parametrize("size", [16, 48, 64])

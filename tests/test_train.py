@@ -4,6 +4,7 @@ import csv
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -23,8 +24,12 @@ from tripletface.train import (
     check_config,
     embedding_spread,
     fit,
+    initial_encoder,
     lr_factor,
+    step_batch,
     train_step,
+    training_forward,
+    triplet_rows,
 )
 
 TIMING = {"images_per_s", "seconds"}
@@ -289,3 +294,62 @@ def test_an_interrupt_between_steps_keeps_that_step(tmp_path):
         )
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 3
     assert fit(tiny(out=str(tmp_path)), Blobs(), progress=False, resume=True).step == 6
+
+
+class Recorded(Blobs):
+    """Blobs that remember which items were read, in order."""
+
+    def __init__(self):
+        super().__init__(persons=6, per_person=3)
+        self.read: list[int] = []
+
+    def __getitem__(self, index: int):
+        self.read.append(index)
+        return super().__getitem__(index)
+
+
+def test_step_batch_names_the_items_fit_trains_each_step_on():
+    data = Recorded()
+    config = tiny(p=3, k=2, steps=9)
+    fit(config, data, progress=False)
+    expected = [i for step in range(1, 10) for i in step_batch(config, data.labels, step)]
+    assert data.read == expected
+    assert len({tuple(step_batch(config, data.labels, s)) for s in range(1, 10)}) > 1
+
+
+def test_bfloat16_trains_float32_weights_on_float32_embeddings():
+    data = Blobs()
+    model = CompactNet(embedding_dim=8, input_size=24, width=4)
+    images = data.images[:8]
+    with torch.no_grad():
+        embeddings = training_forward(model, images, tiny(precision="bfloat16"))
+        exact = training_forward(model, images, tiny())
+    assert embeddings.dtype == torch.float32
+    torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(8))
+    # bfloat16 keeps 8 bits of mantissa: close to the float32 forward, not equal.
+    assert 0 < float((embeddings - exact).abs().max()) < 0.05
+    run = fit(tiny(precision="bfloat16", steps=4), data, progress=False)
+    assert all(p.dtype == torch.float32 for p in run.encoder.parameters())
+    assert all(math.isfinite(row["loss"]) for row in run.history)
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(InputError, match="precision 'half': use one of float32, bfloat16"):
+        check_config(tiny(precision="half"))
+
+
+def test_initial_encoder_is_where_fit_starts_and_rows_show_first_and_last_batch():
+    data, config = Blobs(), tiny(steps=5)
+    start = initial_encoder(config)
+    alone, given = fit(config, data, progress=False), fit(config, data, start, progress=False)
+    trained = given.encoder.state_dict()
+    for name, weights in alone.encoder.state_dict().items():
+        assert torch.equal(weights, trained[name]), name
+    rows = triplet_rows(data, {"semihard": (initial_encoder(config), alone)}, count=3)
+    assert list(rows) == ["semihard\nstep 1", "semihard\nstep 5"]
+    first = step_batch(config, data.labels, 1)
+    anchor, positive, negative, d_ap, d_an = rows["semihard\nstep 1"][0]
+    assert anchor.shape == (24, 24, 3) and anchor.dtype == np.uint8 and d_ap >= 0 <= d_an
+    assert not np.array_equal(positive, negative)
+    assert any(np.array_equal(anchor, data.images[i].permute(1, 2, 0).numpy()) for i in first)
+    assert all(len(row) == 3 and 0 <= row[0][3] <= 4 for row in rows.values())

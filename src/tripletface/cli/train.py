@@ -9,6 +9,7 @@ in RUN/faces.npz; ``--pretrained`` fine-tunes those weights, ``--freeze N`` keep
 """
 
 import argparse
+import copy
 import json
 import re
 import sys
@@ -20,6 +21,8 @@ from tripletface.errors import InputError
 SYNTHETIC = re.compile(r"synthetic(?::(\d+)(?:x(\d+))?)?")
 #: Persons and pictures per person of ``synthetic`` without numbers (the seed's example).
 SYNTHETIC_DEFAULT = (1000, 10)
+#: Triplets per row of RUN/triplets.png (the first and the last batch).
+TRIPLETS_SHOWN = 5
 
 
 def register(subparsers) -> None:
@@ -133,7 +136,7 @@ def run(args) -> int:
 
     from tripletface.distributed import init_from_environment, is_main_process
     from tripletface.models import encoder_class
-    from tripletface.train import check_config, fit
+    from tripletface.train import check_config, fit, initial_encoder, triplet_rows
 
     config, encoder = _config(args), None
     if args.freeze_stages and not args.pretrained:
@@ -148,16 +151,23 @@ def run(args) -> int:
     dataset = _dataset(args.data, size, config.encoder, cache, not args.quiet)
     joined = init_from_environment()
     main = is_main_process()
+    initial = None  # a resumed run's first weights are gone (they may have been pretrained)
+    if main and not args.resume:
+        initial = initial_encoder(config) if encoder is None else copy.deepcopy(encoder)
     try:
         result = fit(config, dataset, encoder, resume=args.resume, progress=not args.quiet)
     finally:
         if joined:
             torch.distributed.destroy_process_group()
     if main:
-        from tripletface.plots import plot_training
+        from tripletface.plots import plot_training, plot_triplets
 
         summary = {**result.summary(), "config": asdict(config)}
         summary["plot"] = str(plot_training(args.out / "metrics.csv", args.out / "training.png"))
+        if initial is not None:
+            rows = triplet_rows(dataset, {config.strategy: (initial, result)}, TRIPLETS_SHOWN)
+            triplets = plot_triplets(rows, config.margin, args.out / "triplets.png")
+            summary["triplets"] = str(triplets)
         if args.json:
             print(json.dumps(summary))
         else:
@@ -166,5 +176,6 @@ def run(args) -> int:
                 f"({summary['images_per_s']:.0f} images/s), last loss {summary['loss']:.4f}, "
                 f"active {summary['active_fraction']:.1%}; checkpoint {result.checkpoint}, "
                 f"curves {summary['plot']}"
+                + (f", triplets chosen {summary['triplets']}" if "triplets" in summary else "")
             )
     return 0

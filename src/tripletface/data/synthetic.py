@@ -11,6 +11,7 @@ noise and occluders (glasses, a hat brim, a hand). The same arguments give the s
 import math
 import os
 import tempfile
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,8 @@ TRAIT_GROUPS: tuple[str, ...] = tuple(dict.fromkeys(group for group, _, _ in TRA
 REDRAWN_GROUPS: tuple[str, ...] = tuple(g for g in TRAIT_GROUPS if g not in ("marks", "beard"))
 
 FACE_Y = 0.1
+#: Chunks of items a pool renders in SyntheticFaces.tensors(): a few per worker evens out load.
+RENDER_CHUNKS = 16
 # Face units -> half-canvas units: the head fills the frame as in an aligned face chip.
 FACE_SCALE = 1.2
 SKIN: tuple[Colour, ...] = (
@@ -242,17 +245,23 @@ class _Painter:
         self.half = canvas.width / 2.0
         scale = nuisance["scale"] * self.half * FACE_SCALE
         cos, sin = math.cos(nuisance["rotation"]), math.sin(nuisance["rotation"])
-        self.matrix = np.array([[cos, -sin], [sin, cos]]) * scale
+        rotation = np.array([[cos, -sin], [sin, cos]]) * scale
+        yaw_cos, self.yaw_sin = math.cos(nuisance["yaw"]), math.sin(nuisance["yaw"])
+        # Row vectors: pixels = xy @ linear + shift, the yaw squeeze (x * cos(yaw)) folded in.
+        self.linear = np.diag([yaw_cos, 1.0]) @ rotation.T
+        self.rotation_x = rotation.T[0]
         self.offset = np.array(
             [self.half * (1 + nuisance["shift_x"]), self.half * (1 + nuisance["shift_y"] + FACE_Y)]
         )
-        self.yaw_cos, self.yaw_sin = math.cos(nuisance["yaw"]), math.sin(nuisance["yaw"])
         self.scale = scale
+
+    def _shift(self, depth: float) -> np.ndarray:
+        """Pixel offset of face-unit point (0, 0) at ``depth`` (turned sideways by the yaw)."""
+        return self.offset + depth * self.yaw_sin * self.rotation_x
 
     def points(self, xy: np.ndarray, depth: float) -> list[float]:
         """Face-unit points (N x 2, y relative to the face centre) -> flat pixel coordinates."""
-        squeezed = np.column_stack([xy[:, 0] * self.yaw_cos + depth * self.yaw_sin, xy[:, 1]])
-        return (squeezed @ self.matrix.T + self.offset).ravel().tolist()
+        return (xy @ self.linear + self._shift(depth)).ravel().tolist()
 
     def polygon(self, xy: np.ndarray, colour: Colour, depth: float = 0.0) -> None:
         """A filled polygon."""
@@ -270,11 +279,10 @@ class _Painter:
     ) -> None:
         """A filled ellipse with radii rx, ry turned by ``angle`` radians."""
         cos, sin = math.cos(angle), math.sin(angle)
-        local = _CIRCLE * [rx, ry]
-        xy = np.column_stack(
-            [cx + local[:, 0] * cos - local[:, 1] * sin, cy + local[:, 0] * sin + local[:, 1] * cos]
-        )
-        self.polygon(xy, colour, depth)
+        # The unit circle stretched, turned and mapped to pixels by one 2 x 2 product.
+        local = np.array([[rx * cos, rx * sin], [-ry * sin, ry * cos]]) @ self.linear
+        centre = np.array([cx, cy]) @ self.linear + self._shift(depth)
+        self.draw.polygon((_CIRCLE @ local + centre).ravel().tolist(), fill=colour)
 
     def line(self, xy: np.ndarray, colour: Colour, width: float, depth: float = 0.0) -> None:
         """A polyline ``width`` face units thick."""
@@ -717,12 +725,25 @@ class SyntheticFaces(Dataset):
         image = torch.from_numpy(self.render(index)).permute(2, 0, 1).contiguous()
         return image, self.labels[index]
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All items at once: (uint8 N x 3 x size x size, int64 N labels), rendered once, cached."""
+    def render_range(self, start: int, stop: int) -> np.ndarray:
+        """Pixels ((stop - start) x size x size x 3, uint8) of items start .. stop - 1."""
+        pixels = np.empty((stop - start, self.size, self.size, 3), np.uint8)
+        for i in range(start, stop):
+            pixels[i - start] = self.render(i)
+        return pixels
+
+    def tensors(self, pool: Executor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """All items at once: (uint8 N x 3 x size x size, int64 N labels), rendered once, cached.
+
+        ``pool`` (e.g. a ProcessPoolExecutor) renders chunks of items in parallel.
+        """
         if self._cache is None:
-            pixels = np.empty((len(self), self.size, self.size, 3), np.uint8)
-            for i in range(len(self)):
-                pixels[i] = self.render(i)
+            if pool is None:
+                pixels = self.render_range(0, len(self))
+            else:
+                bounds = np.linspace(0, len(self), RENDER_CHUNKS + 1).astype(int).tolist()
+                chunks = pool.map(self.render_range, bounds[:-1], bounds[1:])
+                pixels = np.concatenate(list(chunks))
             images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
             self._cache = (images, torch.tensor(self.labels, dtype=torch.long))
         return self._cache

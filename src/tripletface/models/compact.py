@@ -73,5 +73,8 @@ class CompactNet(Encoder):
                 f"got {tuple(images.shape)}: resize the images or build it with that input_size"
             )
         x = (images.float() - 127.5) / 128.0
-        x = x.contiguous(memory_format=torch.channels_last)
-        return F.normalize(self.head(self.features(x)), dim=1)
+        features = self.features(x.contiguous(memory_format=torch.channels_last))
+        # Under bfloat16 autocast (training) the head stays float32: embeddings rounded to 8 bits
+        # of mantissa would blur the distances that triplets are chosen by.
+        with torch.autocast(images.device.type, enabled=False):
+            return F.normalize(self.head(features.float()), dim=1)
