@@ -130,6 +130,30 @@ def test_threshold_is_stored(db):
         assert g.threshold == pytest.approx(0.42)
 
 
+def test_calibration_is_stored_as_json_and_older_files_gain_its_column(db):
+    model = {"method": "platt", "params": [20.0, -3.0], "values": [], "source": "test"}
+    with gallery(db) as g:
+        g.add_faces("ada", rows(1))
+        assert g.calibration is None
+        before = g.generation
+        g.calibration = model
+        assert g.calibration == model and g.generation == before  # not a change to the faces
+        with pytest.raises(InputError, match="dict or None"):
+            g.calibration = "platt"
+        assert g.calibration == model
+    with gallery(db, read_only=True) as g:
+        assert g.calibration == model
+    with sqlite3.connect(db) as conn:  # a gallery written before the column existed
+        conn.execute("ALTER TABLE meta DROP COLUMN calibration")
+    with gallery(db, read_only=True) as g:
+        assert g.calibration is None
+    with gallery(db) as g:
+        g.calibration = model
+        assert g.calibration == model and g.people() == [("ada", 1)]
+        g.calibration = None
+        assert g.calibration is None
+
+
 def test_another_encoder_is_refused_with_both_names(db):
     with gallery(db) as g:
         g.add_faces("ada", rows(1))

@@ -13,6 +13,8 @@ LAYERS = {
     "metrics": 1,
     "clustering": 1,
     "errors": 1,
+    "confidence": 1,
+    "tta": 1,
     "data": 2,
     "models": 2,
     "faces": 2,

@@ -1,12 +1,15 @@
 """A persistent gallery of enrolled faces: one SQLite file (WAL), every write one transaction.
 
 Tables: ``persons`` (name), ``faces`` (a person's float32 embedding, source file, content
-SHA-256, face box), ``meta`` (the encoder that made the embeddings, the calibrated threshold,
-a change counter) and ``schema_version``. A process killed in the middle of a write leaves the
-file as it was before that write (SQLite's atomic commit); ``generation`` in ``meta`` counts
-committed changes, so callers holding embeddings or a search index can tell when it is stale.
+SHA-256, face box), ``meta`` (the encoder that made the embeddings, the calibrated threshold and
+confidence model, a change counter) and ``schema_version``. The ``calibration`` column (JSON) is
+added to older files the first time they are calibrated. A process killed in the middle of a
+write leaves the file as it was before that write (SQLite's atomic commit); ``generation`` in
+``meta`` counts committed changes, so callers holding embeddings or a search index can tell when
+it is stale.
 """
 
+import json
 import os
 import secrets
 import sqlite3
@@ -291,6 +294,33 @@ class Gallery:
             conn.execute(
                 "UPDATE meta SET threshold = ?", (None if value is None else float(value),)
             )
+
+    @property
+    def calibration(self) -> dict | None:
+        """The confidence model fitted on this gallery's calibration photos, or None."""
+        if not self._has_calibration_column():
+            return None
+        value = self._read("SELECT calibration FROM meta")[0][0]
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise self._damaged(sqlite3.DatabaseError(f"calibration: {error}")) from None
+
+    @calibration.setter
+    def calibration(self, value: dict | None) -> None:
+        if value is not None and not isinstance(value, dict):
+            raise InputError(f"calibration must be a dict or None, got {type(value).__name__}")
+        text = None if value is None else json.dumps(value, sort_keys=True)
+        with self._write(change=False) as conn:
+            if not self._has_calibration_column():
+                conn.execute("ALTER TABLE meta ADD COLUMN calibration TEXT")
+            conn.execute("UPDATE meta SET calibration = ?", (text,))
+
+    def _has_calibration_column(self) -> bool:
+        """Whether ``meta`` has the calibration column (galleries before it lack it)."""
+        return any(row[1] == "calibration" for row in self._read("PRAGMA table_info(meta)"))
 
     def add_faces(
         self,

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from tripletface import metrics
+from tripletface.confidence import ConfidenceModel, default_model
+from tripletface.confidence import fit as fit_confidence
 from tripletface.data.images import load_image
 from tripletface.distances import pairwise_distances
 from tripletface.errors import GalleryError, InputError, TripletfaceError
@@ -37,6 +39,7 @@ from tripletface.gallery import Gallery, default_gallery_path
 from tripletface.models import Encoder, load_encoder
 from tripletface.models.checkpoint import architecture_name
 from tripletface.search import GalleryIndex
+from tripletface.tta import mirror_average, with_mirrors
 
 # Squared Euclidean thresholds between unit-length embeddings, measured by bench/thresholds.py:
 # on ORL (40 persons x 10 real photos; all 1,800 same-person and 78,000 different-person pairs)
@@ -47,19 +50,23 @@ DEFAULT_THRESHOLDS: dict[str, float] = {"dlib-resnet": 0.1339}
 
 @dataclass(frozen=True)
 class Match:
-    """One face found in an image: box (left, top, right, bottom), the person or None, distance."""
+    """One face found in an image: box (left, top, right, bottom), the person or None, distance,
+    and the confidence that the face is the nearest person (None without a confidence model)."""
 
     box: Box
     name: str | None
     distance: float
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
 class Verification:
-    """Whether the image shows the person, and the smallest distance to their enrolled faces."""
+    """Whether the image shows the person, the smallest distance to their enrolled faces and
+    the confidence that it is them (None without a confidence model)."""
 
     same: bool
     distance: float
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class Calibration:
     frr: float
     same_pairs: int
     different_pairs: int
+    confidence: ConfidenceModel | None = None
 
 
 class FaceRecognizer:
@@ -93,8 +101,10 @@ class FaceRecognizer:
         threshold: float | None = None,
         detector: str | None = "auto",
         read_only: bool = False,
+        tta: bool = False,
     ):
         self.encoder, self.encoder_name = _encoder_and_name(encoder)
+        self.tta = tta
         self.gallery_path = Path(gallery) if gallery is not None else default_gallery_path()
         self.read_only = read_only
         self._threshold = threshold
@@ -123,7 +133,7 @@ class FaceRecognizer:
         _require_face(_name_of(image), boxes)
         pairs = pairwise_distances(torch.from_numpy(embeddings), torch.from_numpy(mine))
         distance = float(pairs.min())
-        return Verification(distance <= self.threshold, distance)
+        return Verification(distance <= self.threshold, distance, self._confidences(distance)[0])
 
     def remove(self, name: str) -> int:
         """Delete a person and all their enrolled faces; the number of faces removed."""
@@ -147,6 +157,19 @@ class FaceRecognizer:
             "on labelled photos, or pass --threshold (threshold=...)"
         )
 
+    @property
+    def confidence_model(self) -> ConfidenceModel | None:
+        """P(same person | distance): the gallery's calibration, else the encoder's default."""
+        if self.gallery_path.exists() and self.gallery.calibration is not None:
+            return ConfidenceModel.from_dict(self.gallery.calibration)
+        return default_model(self.encoder_name)
+
+    def _confidences(self, distances) -> list[float | None]:
+        """The confidence of each distance, rounded to 4 places (None without a model)."""
+        model = self.confidence_model
+        values = np.ravel(distances)
+        return [None] * len(values) if model is None else np.round(model(values), 4).tolist()
+
     @functools.cached_property
     def gallery(self) -> Gallery:
         """The gallery file, opened (and created unless read-only) on first use."""
@@ -165,10 +188,19 @@ class FaceRecognizer:
         return GalleryIndex(self.gallery, persist=True)
 
     def calibrate(self, embeddings: np.ndarray, labels, far: float = 1e-3) -> Calibration:
-        """Choose the threshold at ``far`` on labelled unit-length embeddings; store it."""
+        """Choose the threshold at ``far`` on labelled unit-length embeddings and fit the
+        confidence model on all their pairs; store both."""
         result = threshold_at_far(embeddings, labels, far)
+        distances, same = pair_distances(embeddings, labels)
+        model = fit_confidence(
+            distances,
+            same,
+            source=f"tripletface calibrate: {int(same.sum())} same-person and "
+            f"{int((~same).sum())} different-person pairs of {len(labels)} faces",
+        )
         self.gallery.threshold = result.threshold
-        return result
+        self.gallery.calibration = model.to_dict()
+        return replace(result, confidence=model)
 
     def faces(self, image) -> tuple[list[Box], np.ndarray]:
         """Boxes and unit-length embeddings of the faces in one image (path, PIL image or array)."""
@@ -176,9 +208,13 @@ class FaceRecognizer:
         return boxes, self.embed(chips)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
-        """Unit-length N x D float32 embeddings of N x H x W x 3 uint8 chips."""
+        """Unit-length N x D float32 embeddings of N x H x W x 3 uint8 chips (with ``tta``, the
+        mean of each chip's and its mirror's)."""
+        if self.tta:
+            chips = with_mirrors(chips)
         batch = torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2).float()
-        return torch.nn.functional.normalize(self.encoder.embed(batch), dim=1).numpy()
+        embedded = torch.nn.functional.normalize(self.encoder.embed(batch), dim=1).numpy()
+        return mirror_average(embedded) if self.tta else embedded
 
     def match(self, boxes: list[Box], embeddings: np.ndarray) -> list[Match]:
         """Matches of already embedded faces against the gallery."""
@@ -187,9 +223,12 @@ class FaceRecognizer:
             return []
         distances, rows = self.index.search(embeddings, 1)
         names = self.index.names
+        nearest = np.asarray(distances)[:, 0]
         return [
-            Match(box, names[int(row[0])] if dist[0] <= threshold else None, float(dist[0]))
-            for box, dist, row in zip(boxes, np.asarray(distances), np.asarray(rows), strict=True)
+            Match(box, names[int(row[0])] if dist <= threshold else None, float(dist), sure)
+            for box, dist, row, sure in zip(
+                boxes, nearest, np.asarray(rows), self._confidences(nearest), strict=True
+            )
         ]
 
     def embed_files(

@@ -38,6 +38,11 @@ def _options() -> argparse.ArgumentParser:
     common.add_argument(
         "--workers", type=int, default=2, help="processes detecting faces in folders (2)"
     )
+    common.add_argument(
+        "--tta",
+        action="store_true",
+        help="average each face's embedding with its mirror image's (steadier, 2x encoder time)",
+    )
     return common
 
 
@@ -80,7 +85,9 @@ def register(subparsers) -> None:
 def _recognizer(args, read_only: bool = False):
     from tripletface.recognize import FaceRecognizer
 
-    return FaceRecognizer(args.gallery, args.encoder, args.threshold, _detector(args), read_only)
+    return FaceRecognizer(
+        args.gallery, args.encoder, args.threshold, _detector(args), read_only, tta=args.tta
+    )
 
 
 def _detector(args) -> str | None:
@@ -162,7 +169,17 @@ def enroll_dir(args) -> int:
 
 
 def _match_json(match) -> dict:
-    return {"box": list(match.box), "name": match.name, "distance": round(match.distance, 6)}
+    return {
+        "box": list(match.box),
+        "name": match.name,
+        "distance": round(match.distance, 6),
+        "confidence": match.confidence,
+    }
+
+
+def _sure(confidence: float | None) -> str:
+    """ ", confidence 97.1%" for a confidence, nothing without one."""
+    return "" if confidence is None else f", confidence {100 * confidence:.1f}%"
 
 
 def identify(args) -> int:
@@ -197,7 +214,7 @@ def _print_matches(path: str, matches) -> None:
         print(f"{path}: no face found")
     for m in matches:
         who = m.name if m.name is not None else "unknown"
-        print(f"{path}: {who} (distance {m.distance:.3f}) at {list(m.box)}")
+        print(f"{path}: {who} (distance {m.distance:.3f}{_sure(m.confidence)}) at {list(m.box)}")
 
 
 def _annotated_path(path: Path, target: Path, outdir: Path) -> Path:
@@ -229,7 +246,10 @@ def _annotate(path: Path, matches, out: Path) -> None:
 def verify(args) -> int:
     result = _recognizer(args, read_only=True).verify(str(args.photo), args.name)
     verdict = "same" if result.same else "different"
-    print(f"{verdict}: {args.photo} vs {args.name} (distance {result.distance:.3f})")
+    print(
+        f"{verdict}: {args.photo} vs {args.name} (distance {result.distance:.3f}"
+        f"{_sure(result.confidence)})"
+    )
     return 0 if result.same else 1
 
 
@@ -289,7 +309,8 @@ def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
 
 
 def calibrate(args) -> int:
-    from tripletface.data.images import person_images
+    from tripletface.data.chips import centre_face
+    from tripletface.data.images import person_images, photo_shape
 
     named = {str(p): name for name, paths in person_images(args.folder).items() for p in paths}
     with _faces_of(args, list(named)) as faces:
@@ -299,7 +320,9 @@ def calibrate(args) -> int:
             if item.error is not None or not item.boxes:
                 _warn(item.path, item.error or InputError("no face found"))
                 continue
-            embeddings.append(item.embeddings[0])  # the largest face
+            # A labelled photo shows its person in the middle (bench/face_choice.py).
+            face = centre_face(np.array(item.boxes), photo_shape(item.path))
+            embeddings.append(item.embeddings[face])
             labels.append(named[item.path])
     if len(set(labels)) < 2:
         raise InputError(f"{args.folder}: calibration needs faces of at least two people")
@@ -307,7 +330,8 @@ def calibrate(args) -> int:
     print(
         f"threshold {result.threshold:.4f} stored in {rec.gallery_path}: FAR {result.far:.2e}, "
         f"FRR {result.frr:.2%} on {result.same_pairs} same-person and "
-        f"{result.different_pairs} different-person pairs"
+        f"{result.different_pairs} different-person pairs; confidence refitted on them "
+        f"({result.confidence.method})"
     )
     if result.different_pairs * args.far < 10:
         print(
