@@ -5,9 +5,9 @@ detected once (``AlignedFaces``, all faces kept) into ``~/.cache/tripletface-ben
 ``$TRIPLETFACE_BENCH_CACHE``), outside the repository; a re-run reuses them. celeba299 is
 detected by HOG on the photo doubled, without the CNN fallback (on this shared 2-core machine the
 CNN took most of the time for a few percent of the photos; those are left out and counted); ORL's
-small grayscale photos by the library's "auto" chain (HOG at 2x, then 4x, then the CNN). Embeddings of the
-pretrained encoder are memoised there too, keyed by the SHA-1 of each chip's pixels, so that
-every rule, split and condition embeds a given chip once.
+small grayscale photos by the library's "auto" chain (HOG at 2x, then 4x, then the CNN).
+Embeddings of the pretrained encoder are memoised there too, keyed by the SHA-1 of each chip's
+pixels, so that every rule, split and condition embeds a given chip once.
 """
 
 import hashlib
@@ -29,7 +29,7 @@ CELEBA_CREDIT = (
 )
 
 
-def photos(name: str, rule: str = "centre", embed=None) -> AlignedFaces:
+def photos(name: str, rule: str = "similar", embed=None) -> AlignedFaces:
     """The chips of DATA/name (celeba299 or orl), one face per photo chosen by ``rule``."""
     CACHE.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -2,11 +2,11 @@
 
 The faces of every photo of celeba299 (299 persons, 6300 colour photos; CelebA, Liu et al. ICCV
 2015) and of ORL (40 persons x 10 grayscale photos) are detected once and cached (bench/_photos.py;
-the face nearest each photo's centre, the library's default rule), embedded and normalised to
-unit length; all same-person and all different-person pairs are scored by squared Euclidean
-distance. The default threshold is the largest one whose false accept rate (FAR) on celeba299's
-pairs is at most 1e-3; FAR and FRR (false reject rate) are printed there, at neighbouring
-operating points and at the constant in ``tripletface.recognize.DEFAULT_THRESHOLDS``, on both
+of a photo with several faces, the one most similar to the person's other photos, the default
+rule), embedded and normalised to unit length; all same-person and all different-person pairs
+are scored by squared Euclidean distance. The default threshold is the largest one whose
+false accept rate (FAR) on celeba299's pairs is at most 1e-3; FAR and FRR (false reject rate)
+are printed there, at neighbouring operating points and at the constant in ``tripletface.recognize.DEFAULT_THRESHOLDS``, on both
 data sets. Only pretrained encoders (dlib-resnet) take these chips.
 
     python bench/thresholds.py [--far 1e-3]
@@ -32,7 +32,7 @@ def main() -> None:
     memo = Memo(pretrained_encoder(args.encoder), args.encoder)
     chosen = None
     for name in ("celeba299", "orl"):
-        faces = photos(name)
+        faces = photos(name, embed=memo)
         embeddings = memo(as_hwc(faces.chips))
         result = threshold_at_far(embeddings, faces.labels, args.far)
         print(

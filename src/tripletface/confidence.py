@@ -216,8 +216,19 @@ def expected_calibration_error(bins: Sequence[ReliabilityBin]) -> float:
 
 
 #: The models shipped for pretrained encoders (``tripletface calibrate`` replaces them in a
-#: gallery), fitted by bench/confidence.py; ``source`` says on what.
-DEFAULT_MODELS: dict[str, dict] = {}
+#: gallery), fitted by bench/confidence.py; ``source`` says on what. On the 148 held-apart
+#: celeba299 persons dlib-resnet's scores Brier 0.0231 and calibration error 0.013 (isotonic,
+#: 282 numbers: 0.0224 and 0.004); 50% at distance 0.201, 90% at 0.158.
+DEFAULT_MODELS: dict[str, dict] = {
+    "dlib-resnet": {
+        "method": "platt",
+        "params": [51.0578, -10.2624],
+        "values": [],
+        "source": "bench/confidence.py: Platt scaling on all pairs of 150 celeba299 persons "
+        "(CelebA, Liu et al. ICCV 2015; seed 0), 36,870 same-person and 4,872,541 "
+        "different-person pairs, dlib-resnet, the default face rule",
+    }
+}
 
 
 def default_model(encoder_name: str) -> ConfidenceModel | None:

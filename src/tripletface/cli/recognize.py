@@ -309,8 +309,8 @@ def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
 
 
 def calibrate(args) -> int:
-    from tripletface.data.chips import centre_face
-    from tripletface.data.images import person_images, photo_shape
+    from tripletface.data.chips import similar_faces
+    from tripletface.data.images import person_images
 
     named = {str(p): name for name, paths in person_images(args.folder).items() for p in paths}
     with _faces_of(args, list(named)) as faces:
@@ -320,13 +320,15 @@ def calibrate(args) -> int:
             if item.error is not None or not item.boxes:
                 _warn(item.path, item.error or InputError("no face found"))
                 continue
-            # A labelled photo shows its person in the middle (bench/face_choice.py).
-            face = centre_face(np.array(item.boxes), photo_shape(item.path))
-            embeddings.append(item.embeddings[face])
+            embeddings.append(item.embeddings)
             labels.append(named[item.path])
     if len(set(labels)) < 2:
         raise InputError(f"{args.folder}: calibration needs faces of at least two people")
-    result = rec.calibrate(np.stack(embeddings), labels, args.far)
+    # Of a photo with several faces, the one most like the person's other photos; else the
+    # largest (bench/face_choice.py).
+    chosen = [max(k, 0) for k in similar_faces(embeddings, labels)]
+    picked = np.stack([rows[k] for rows, k in zip(embeddings, chosen, strict=True)])
+    result = rec.calibrate(picked, labels, args.far)
     print(
         f"threshold {result.threshold:.4f} stored in {rec.gallery_path}: FAR {result.far:.2e}, "
         f"FRR {result.frr:.2%} on {result.same_pairs} same-person and "

@@ -3,8 +3,10 @@
 Every photo is read once, all its faces detected (``tripletface.faces.detect``) and cut into
 chips in dlib's convention (``tripletface.faces.align``). A labelled photo stands for one person,
 so one of its faces is chosen by a rule (``FACE_RULES``): the face nearest the photo's centre (the
-convention of LFW and CelebA, whose photos are framed on the labelled person), the largest, or the
-face most similar to that person's other photos. Photos without a face and unreadable files are
+convention of LFW, whose photos are framed on the labelled person), the largest, or the face most
+similar to that person's other photos. On celeba299 the last was best and the centre worst
+(bench/face_choice.py): "similar" is the default where an encoder is at hand, "largest" where
+not. Photos without a face and unreadable files are
 counted, named in one warning and skipped. Detection costs far more than training on a
 chip, so the chips are kept in a cache file (``.npz``): each photo's entry is reused while its
 relative path, byte size and modification time are unchanged and the chip size, padding and
@@ -37,8 +39,8 @@ from tripletface.models.checkpoint import write_atomic
 CACHE_VERSION = 2
 #: How the face of a labelled photo with several faces is chosen (bench/face_choice.py).
 FACE_RULES = ("centre", "largest", "similar")
-#: The rule used unless another is asked for.
-DEFAULT_FACE_RULE = "centre"
+#: The rule used unless another is asked for; without an encoder to compare with, "largest".
+DEFAULT_FACE_RULE = "similar"
 #: How many photos a warning names before it only counts the rest.
 _NAMED_IN_WARNING = 10
 # Status of a photo in the cache: an index into the chips, or one of these.
@@ -154,8 +156,9 @@ class AlignedFaces(ChipSet):
     ``padding`` is dlib's chip padding (0.25 for dlib-resnet). ``detector`` defaults to
     FaceDetector("auto"): HOG, then HOG on a doubled photo, then the CNN. ``cache`` is the path
     of the .npz cache (None: no cache). ``rule`` (one of FACE_RULES) chooses the face of a photo
-    with several; "similar" needs ``embed`` (N x S x S x 3 uint8 chips to N x D unit-length
-    embeddings) and falls back to "centre" for a person with a single photo. After construction
+    with several; "similar" compares faces with ``embed`` (N x S x S x 3 uint8 chips to N x D
+    unit-length embeddings): without it the rule is "largest", and the largest face is taken too
+    for a person with a single photo. ``rule`` afterwards names the rule applied. After construction
     ``no_face`` lists photos where no face was found, ``skipped`` (path, reason) the unreadable
     ones, ``several_faces`` the photos with more than one face, ``examined`` how many photos were
     read this time (not in the cache) and ``reused`` how many came from the cache. Photos are
@@ -177,10 +180,8 @@ class AlignedFaces(ChipSet):
     ) -> None:
         if rule not in FACE_RULES:
             raise InputError(f"unknown face rule {rule!r}: choose one of {', '.join(FACE_RULES)}")
-        if rule == "similar" and embed is None:
-            raise InputError("the face rule 'similar' needs an encoder to compare faces with")
         self.root = Path(root)
-        self.rule = rule
+        self.rule = "largest" if rule == "similar" and embed is None else rule
         self.size, self.padding = int(size), float(padding)
         detector = detector or FaceDetector("auto")
         self.cache = None if cache is None else Path(cache)
@@ -233,7 +234,7 @@ class AlignedFaces(ChipSet):
                 chips += [entry for _, entry in found]
                 labels += [len(classes)] * len(found)
                 classes.append(name)
-        chips = _chosen_chips(chips, labels, rule, embed)
+        chips = _chosen_chips(chips, labels, self.rule, embed)
         _warn_left_out(self.root, self.no_face, self.skipped)
         if not chips:
             raise InputError(
@@ -259,11 +260,11 @@ def _chosen_chips(
     entries: list[_Entry], labels: list[int], rule: str, embed: Callable | None
 ) -> list[np.ndarray]:
     """The chip of each photo's face that ``rule`` chooses (see FACE_RULES)."""
-    centre = [centre_face(e.boxes, e.shape) for e in entries]
     if rule == "centre":
-        picks = centre
-    elif rule == "largest":
-        picks = [largest_face(e.boxes) for e in entries]
+        return [e.chips[centre_face(e.boxes, e.shape)] for e in entries]
+    largest = [largest_face(e.boxes) for e in entries]
+    if rule == "largest":
+        picks = largest
     else:
         wanted = {labels[i] for i, e in enumerate(entries) if len(e.chips) > 1}
         embedded = [
@@ -271,7 +272,7 @@ def _chosen_chips(
             for i, e in enumerate(entries)
         ]
         similar = similar_faces(embedded, labels)
-        picks = [c if s < 0 else s for s, c in zip(similar, centre, strict=True)]
+        picks = [big if s < 0 else s for s, big in zip(similar, largest, strict=True)]
     return [e.chips[k] for e, k in zip(entries, picks, strict=True)]
 
 
@@ -282,14 +283,19 @@ def photo_dataset(
     cache: str | Path | None = None,
     strict: bool = False,
     progress: bool = False,
+    rule: str = DEFAULT_FACE_RULE,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> "AlignedFaces | FolderDataset":
     """ROOT/PERSON/ photos as an encoder sees them: aligned size x size face chips when it takes
-    chips (``padding`` is its chip_padding), else the whole images resized to size (h, w)."""
+    chips (``padding`` is its chip_padding; ``rule`` and ``embed`` as in AlignedFaces), else the
+    whole images resized to size (h, w)."""
     if padding is None:
         return FolderDataset(root, size=size, strict=strict, progress=progress)
     if size[0] != size[1]:
         raise InputError(f"aligned face chips are square, not {size[0]} x {size[1]}")
-    return AlignedFaces(root, size[0], padding, cache=cache, progress=progress)
+    return AlignedFaces(
+        root, size[0], padding, cache=cache, progress=progress, rule=rule, embed=embed
+    )
 
 
 def _settings(size: int, padding: float, detector: FaceDetector) -> str:

@@ -195,19 +195,3 @@ def person_images(root: Path) -> dict[str, list[Path]]:
         if files:
             persons[folder.name] = files
     return persons
-
-
-def photo_shape(path: str | Path) -> tuple[int, int]:
-    """(height, width) of the image file as ``load_image`` returns it (EXIF rotation applied),
-    read from its header without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            turned = image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{path}: not a readable image ({error})") from None
-    return (width, height) if turned else (height, width)
-
-
-# The EXIF tag of the camera's orientation; values 5 to 8 turn the image by a quarter.
-_EXIF_ORIENTATION = 274
