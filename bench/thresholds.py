@@ -6,8 +6,9 @@ of a photo with several faces, the one most similar to the person's other photos
 rule), embedded and normalised to unit length; all same-person and all different-person pairs
 are scored by squared Euclidean distance. The default threshold is the largest one whose
 false accept rate (FAR) on celeba299's pairs is at most 1e-3; FAR and FRR (false reject rate)
-are printed there, at neighbouring operating points and at the constant in ``tripletface.recognize.DEFAULT_THRESHOLDS``, on both
-data sets. Only pretrained encoders (dlib-resnet) take these chips.
+are printed there, at neighbouring operating points and at the constant in
+``tripletface.recognize.DEFAULT_THRESHOLDS``, on both data sets. Only pretrained encoders
+(dlib-resnet) take these chips.
 
     python bench/thresholds.py [--far 1e-3]
 """
