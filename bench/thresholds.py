@@ -1,83 +1,71 @@
-"""Default recognition threshold of an encoder, measured on ORL (40 persons x 10 real photos).
+"""Default recognition threshold of an encoder, chosen on celeba299 colour photos in the wild.
 
-Every face (the largest one of each photo; HOG detection with the CNN detector as fallback) is
-embedded and normalised to unit length; all same-person pairs and all different-person pairs are
-scored by squared Euclidean distance. The default threshold is the largest one whose false accept
-rate (FAR) is at most 1e-3; FAR and FRR (false reject rate) are printed there, at neighbouring
-operating points and at the constant currently in ``tripletface.recognize.DEFAULT_THRESHOLDS``.
+The faces of every photo of celeba299 (299 persons, 6300 colour photos; CelebA, Liu et al. ICCV
+2015) and of ORL (40 persons x 10 grayscale photos) are detected once and cached (bench/_photos.py;
+of a photo with several faces, the one most similar to the person's other photos, the default
+rule), embedded and normalised to unit length; all same-person and all different-person pairs
+are scored by squared Euclidean distance. The default threshold is the largest one whose
+false accept rate (FAR) on celeba299's pairs is at most 1e-3; FAR and FRR (false reject rate)
+are printed there, at neighbouring operating points and at the constant in
+``tripletface.recognize.DEFAULT_THRESHOLDS``, on both data sets. Only pretrained encoders
+(dlib-resnet) take these chips.
 
-    python bench/thresholds.py [--encoder dlib-resnet] [--data ../shared/data/orl]
+    python bench/thresholds.py [--far 1e-3]
 """
 
 import argparse
-import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
+from _photos import CELEBA_CREDIT, Memo, as_hwc, machine, photos
 
-from tripletface.data.images import person_images
-from tripletface.recognize import (
-    DEFAULT_THRESHOLDS,
-    FaceRecognizer,
-    pair_distances,
-    threshold_at_far,
-)
+from tripletface.finetune import pretrained_encoder
+from tripletface.recognize import DEFAULT_THRESHOLDS, pair_distances, threshold_at_far
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="dlib-resnet")
-    parser.add_argument(
-        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/orl"
-    )
     parser.add_argument("--far", type=float, default=1e-3)
     args = parser.parse_args()
-
+    print(machine())
     start = time.perf_counter()
-    named = {str(p): name for name, paths in person_images(args.data).items() for p in paths}
-    with tempfile.TemporaryDirectory() as tmp:
-        rec = FaceRecognizer(Path(tmp) / "unused.db", args.encoder)
-        embeddings, labels, missed = [], [], []
-        for item in rec.embed_files(named):
-            if item.error is not None or not item.boxes:
-                missed.append(item.path)
-                continue
-            embeddings.append(item.embeddings[0])  # the largest face
-            labels.append(named[item.path])
-    embeddings = np.stack(embeddings)
-    print(
-        f"encoder {args.encoder}, data {args.data}: {len(named)} photos, {len(set(labels))} persons"
-    )
-    print(f"no face found in {len(missed)} photos: {', '.join(missed) or '-'}")
-
-    result = threshold_at_far(embeddings, labels, args.far)
-    print(
-        f"pairs: {result.same_pairs} same-person, {result.different_pairs} different-person "
-        "(squared Euclidean between unit-length embeddings)"
-    )
-    distances, same = pair_distances(embeddings, labels)
-    print(f"{'threshold':>10} {'FAR':>10} {'FRR':>8}  operating point")
-    for far in sorted({1e-2, args.far, 1e-4}, reverse=True):
-        point = threshold_at_far(embeddings, labels, far)
-        mark = "  <- chosen default" if far == args.far else ""
-        print(f"{point.threshold:10.5f} {point.far:10.2e} {point.frr:8.2%}  FAR <= {far:g}{mark}")
-    current = DEFAULT_THRESHOLDS.get(args.encoder)
-    if current is not None:
-        accepted = distances <= current
+    memo = Memo(pretrained_encoder(args.encoder), args.encoder)
+    chosen = None
+    for name in ("celeba299", "orl"):
+        faces = photos(name, embed=memo)
+        embeddings = memo(as_hwc(faces.chips))
+        result = threshold_at_far(embeddings, faces.labels, args.far)
         print(
-            f"{current:10.5f} {accepted[~same].mean():10.2e} {1 - accepted[same].mean():8.2%}  "
-            "DEFAULT_THRESHOLDS in tripletface.recognize"
+            f"{name}" + (f" ({CELEBA_CREDIT})" if name == "celeba299" else "") + f": "
+            f"{len(faces)} faces of {len(faces.classes)} persons; all pairs: "
+            f"{result.same_pairs} same-person, {result.different_pairs} different-person "
+            "(squared Euclidean between unit-length embeddings)"
         )
-    print(
-        f"load {os.getloadavg()[0]:.2f}, torch threads {torch.get_num_threads()}, "
-        f"{time.perf_counter() - start:.1f} s",
-        file=sys.stderr,
-    )
+        distances, same = pair_distances(embeddings, faces.labels)
+        print(f"{'threshold':>10} {'FAR':>10} {'FRR':>8}  operating point")
+        fars = (1e-2, args.far, 1e-4)
+        points = [threshold_at_far(embeddings, faces.labels, far).threshold for far in fars]
+        if chosen is None:
+            chosen = points[1]
+        current = DEFAULT_THRESHOLDS.get(args.encoder)
+        rows = [(p, f"FAR <= {far:g} on {name}") for p, far in zip(points, fars, strict=True)]
+        if name != "celeba299":
+            rows.append((chosen, "the threshold chosen on celeba299"))
+        if current is not None:
+            rows.append((current, "DEFAULT_THRESHOLDS in tripletface.recognize"))
+        rows.append((0.1339, "the former default (FAR <= 1e-3 on ORL)"))
+        for threshold, label in rows:
+            accepted = distances <= threshold
+            mark = "  <- chosen default" if name == "celeba299" and threshold == chosen else ""
+            print(
+                f"{threshold:10.5f} {accepted[~same].mean():10.2e} "
+                f"{1 - accepted[same].mean():8.2%}  {label}{mark}"
+            )
+    memo.save()
+    print(f"{machine()}, {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(2)
     main()

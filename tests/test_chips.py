@@ -11,9 +11,18 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
-from tripletface.data.chips import AlignedFaces, ChipSet, photo_dataset
+from tripletface.data.chips import (
+    AlignedFaces,
+    ChipSet,
+    centre_face,
+    largest_face,
+    photo_dataset,
+    similar_faces,
+)
 from tripletface.data.images import load_image
 from tripletface.errors import InputError
 from tripletface.faces.align import face_chips
@@ -180,3 +189,71 @@ def test_photo_dataset_gives_chips_only_to_encoders_that_take_them(tmp_path):
     assert isinstance(chips, AlignedFaces) and chips.chips.shape == (4, 3, 40, 40)
     with pytest.raises(InputError, match="square"):
         photo_dataset(tmp_path, (40, 30), 0.25)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 300), st.integers(0, 300), st.integers(1, 100), st.integers(1, 100)
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.tuples(st.integers(1, 400), st.integers(1, 400)),
+)
+def test_centre_and_largest_face_against_direct_formulas(rects, shape):
+    boxes = np.array([(x, y, x + w, y + h) for x, y, w, h in rects])
+    middle = np.array([shape[1] / 2, shape[0] / 2])
+    off_centre = [np.sum(((b[:2] + b[2:]) / 2 - middle) ** 2) for b in boxes]
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+    assert off_centre[centre_face(boxes, shape)] == min(off_centre)
+    assert largest_face(boxes) == int(np.argmax(areas))
+
+
+def test_similar_faces_picks_the_face_nearest_the_persons_other_photos():
+    rng = np.random.default_rng(0)
+    person = [rng.normal(size=8) for _ in range(2)]
+    unit = [p / np.linalg.norm(p) for p in person]
+    stranger = -unit[0]
+    photos = [
+        np.stack([stranger, unit[0]]),  # two faces, the second is the person
+        unit[0][None],
+        unit[0][None] * 0.99 + 0.01 * unit[1][None],
+        np.stack([unit[1], stranger]),  # the other person's photo with a stranger
+        np.stack([stranger, unit[1]]),  # person 1 has no single-face photo
+        np.stack([unit[1], unit[0]]),
+        np.stack([unit[0], unit[1]]),  # a third person with one photo: nobody to compare with
+    ]
+    labels = [0, 0, 0, 1, 1, 1, 2]
+    assert similar_faces(photos, labels) == [1, 0, 0, 0, 1, 0, -1]
+
+
+def test_photos_with_several_faces_are_counted_and_the_rule_chooses(tmp_path):
+    face = skimage.data.astronaut()[:320, 48:368]
+    small = np.asarray(Image.fromarray(face).resize((200, 200)))
+    for person, offset in (("a", 0), ("b", 40)):
+        (tmp_path / person).mkdir()
+        shifted = np.clip(face.astype(int) - offset, 0, 255).astype(np.uint8)
+        Image.fromarray(shifted).save(tmp_path / person / "alone.png")
+        two = np.zeros((320, 760, 3), np.uint8)
+        two[:, 440:] = face  # the large face off to the right, the small one in the middle
+        two[60:260, 280:480] = small
+        Image.fromarray(two).save(tmp_path / person / "two.png")
+    detector = FaceDetector("hog")  # one doubling finds the small face too
+    largest = AlignedFaces(tmp_path, detector=detector, cache=tmp_path / "c.npz", rule="largest")
+    centre = AlignedFaces(tmp_path, detector=detector, cache=tmp_path / "c.npz", rule="centre")
+    assert largest.examined == 4 and centre.reused == 4  # all faces detected and cached once
+    assert [p.name for p in largest.several_faces] == ["two.png", "two.png"]
+    assert "2 with several faces (the centre one taken)" in centre.summary()
+    assert torch.equal(largest.chips[0], centre.chips[0])  # one face: the same chip
+    assert not torch.equal(largest.chips[1], centre.chips[1])
+    # Without an encoder "similar" is the largest; with one it is the face like the other photo.
+    assert AlignedFaces(tmp_path, detector=detector, cache=tmp_path / "c.npz").rule == "largest"
+
+    def embed(chips):
+        return chips.reshape(len(chips), -1).astype(np.float32)[:, ::997] / 255
+
+    similar = AlignedFaces(
+        tmp_path, detector=detector, cache=tmp_path / "c.npz", rule="similar", embed=embed
+    )
+    assert similar.rule == "similar" and len(similar) == 4

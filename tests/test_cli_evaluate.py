@@ -128,7 +128,7 @@ def test_an_encoder_of_aligned_chips_sees_detected_faces_and_others_whole_images
     from tripletface.data.folders import FolderDataset
 
     write_photos(tmp_path, persons=2, per_person=2)
-    args = Namespace(data=tmp_path, strict=False)
+    args = Namespace(data=tmp_path, strict=False, face="similar")
     chips_encoder = create_encoder("compact", input_size=32, width=4)
     chips_encoder.chip_padding = 0.25
     faces = _dataset(args, chips_encoder)

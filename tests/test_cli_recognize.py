@@ -85,7 +85,7 @@ def test_identify_a_folder_as_json_and_annotated(enrolled, files, tmp_path):
     assert report["none.png"] == []
     assert [face["name"] for face in report["two.png"]] == ["eileen", "eileen"]
     [face] = report["mirrored.png"]
-    assert set(face) == {"box", "name", "distance"} and len(face["box"]) == 4
+    assert set(face) == {"box", "name", "distance", "confidence"} and len(face["box"]) == 4
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == list(report)
     in_workers = tf(enrolled, "identify", str(folder), "--json", workers=2)
     faces = [item["faces"] for item in json.loads(in_workers.stdout)]

@@ -8,6 +8,7 @@ import json
 import shlex
 import shutil
 
+import numpy as np
 import pytest
 import skimage.data
 import torch
@@ -141,3 +142,75 @@ def test_cli_refuses_freeze_without_pretrained_and_pretrained_without_weights(tm
     assert "add --pretrained" in capsys.readouterr().err
     assert main(["train", "synthetic:4x2", "--out", str(tmp_path), "--pretrained"]) == 2
     assert "no pretrained weights" in capsys.readouterr().err
+
+
+def small_chipset(persons: int = 4, per_person: int = 4, size: int = 32, seed: int = 0):
+    """Random images of a few 'persons' (each a noisy copy of its own pattern)."""
+    from tripletface.data.chips import ChipSet
+
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(0, 256, (persons, 3, size, size), generator=g)
+    noise = torch.randint(-20, 21, (persons, per_person, 3, size, size), generator=g)
+    images = (base[:, None] + noise).clamp(0, 255).to(torch.uint8).flatten(0, 1)
+    labels = [p for p in range(persons) for _ in range(per_person)]
+    return ChipSet(images, labels, [f"p{p}" for p in range(persons)], [""] * len(labels))
+
+
+def _moved(model, start) -> float:
+    return sum(float((p.detach() - start[n]).abs().sum()) for n, p in model.named_parameters())
+
+
+def test_finetune_pulls_toward_the_start_and_keeps_the_best_weights():
+    from tripletface.finetune import finetune
+
+    train, held = small_chipset(), small_chipset(3, 3, seed=1)
+    # Batch-hard triplets with a wide margin: every step has a loss, so every step moves.
+    config = TrainConfig(
+        encoder="compact", p=2, k=2, steps=6, lr=1e-2, seed=0, strategy="hard", margin=2.0
+    )
+
+    def fresh():
+        torch.manual_seed(0)
+        return CompactNet(input_size=32, width=8)
+
+    free, pulled = fresh(), fresh()
+    start = {n: p.detach().clone() for n, p in free.named_parameters()}
+    finetune(config, train, free)
+    finetune(config, train, pulled, pull=0.5)
+    assert 0 < _moved(pulled, start) < 0.8 * _moved(free, start)
+
+    # A score that only falls: early stopping keeps the starting weights and stops early.
+    falling = iter(range(100, 0, -1))
+    model = fresh()
+    result = finetune(
+        config, train, model, held, every=1, patience=2, score=lambda e, c: next(falling)
+    )
+    assert result.best_step == 0 and result.run.step == 2 and _moved(model, start) == 0
+    assert [step for step, _ in result.scores] == [0, 1, 2]
+    # A score that only rises: the last weights are kept.
+    rising = iter(range(100))
+    model = fresh()
+    result = finetune(
+        config, train, model, held, every=4, patience=1, score=lambda e, c: next(rising)
+    )
+    assert result.best_step == 6 and [s for s, _ in result.scores] == [0, 4, 6]
+    assert _moved(model, start) > 0
+    with pytest.raises(InputError, match="pull"):
+        finetune(config, train, fresh(), pull=1.0)
+
+
+def test_held_apart_score_is_the_tar_over_all_pairs():
+    from tripletface import metrics
+    from tripletface.finetune import held_apart_score
+
+    held = small_chipset(3, 3)
+    torch.manual_seed(0)
+    model = CompactNet(input_size=32, width=8)
+    x = torch.nn.functional.normalize(model.embed(held.chips).double(), dim=1).numpy()
+    distances, same = [], []
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            distances.append(((x[i] - x[j]) ** 2).sum())
+            same.append(held.labels[i] == held.labels[j])
+    expected, _ = metrics.val_at_far(np.array(distances), np.array(same), 0.1)
+    assert held_apart_score(model, held, far=0.1) == pytest.approx(expected)

@@ -14,6 +14,8 @@ LAYERS = {
     "clustering": 1,
     "tracking": 1,
     "errors": 1,
+    "confidence": 1,
+    "tta": 1,
     "data": 2,
     "models": 2,
     "faces": 2,

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from tripletface.confidence import default_model
 from tripletface.errors import GalleryError, InputError
 from tripletface.faces.extract import ChipMaker, FaceStream
 from tripletface.gallery import Gallery
@@ -206,3 +207,35 @@ def test_threshold_at_far_is_the_largest_within_the_rate(x, far):
     above = distances[distances > result.threshold]
     assert len(above) == 0 or rate(above.min()) > far
     assert result.frr == pytest.approx(np.mean(distances[same] > result.threshold))
+
+
+def test_confidence_comes_from_the_gallerys_calibration_else_the_default(tmp_path, encoder, photos):
+    rec = FaceRecognizer(tmp_path / "g.db", encoder, detector="hog")
+    rec.enroll("eileen", photos["face"])
+    default = default_model("dlib-resnet")
+    [match] = rec.identify(photos["mirrored"])
+    verdict = rec.verify(photos["mirrored"], "eileen")
+    expected = None if default is None else round(float(default(match.distance)), 4)
+    assert match.confidence == expected and verdict.confidence == expected
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.normal(size=(6, 128)), 5, axis=0) + rng.normal(scale=0.08, size=(30, 128))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    result = rec.calibrate(x, np.repeat(np.arange(6), 5), far=0.01)
+    assert rec.gallery.calibration == result.confidence.to_dict()
+    assert "60 same-person and 375 different-person pairs of 30 faces" in result.confidence.source
+    again = FaceRecognizer(tmp_path / "g.db", encoder, detector="hog", read_only=True)
+    [match] = again.identify(photos["mirrored"])
+    assert match.confidence == round(float(result.confidence(match.distance)), 4)
+    assert 0 <= match.confidence <= 1
+
+
+def test_tta_averages_each_face_with_its_mirror(tmp_path, encoder, photos):
+    plain = FaceRecognizer(tmp_path / "g.db", encoder, detector="hog")
+    tta = FaceRecognizer(tmp_path / "g.db", encoder, detector="hog", tta=True)
+    boxes, chips = plain.chips(photos["two"])
+    both = plain.embed(np.concatenate([chips, chips[:, :, ::-1]]))
+    mean = both[: len(chips)] + both[len(chips) :]
+    expected = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+    tta_boxes, embedded = tta.faces(photos["two"])
+    assert tta_boxes == boxes and embedded == pytest.approx(expected, abs=1e-5)
+    assert np.linalg.norm(embedded, axis=1) == pytest.approx(np.ones(len(boxes)), abs=1e-5)

@@ -105,6 +105,8 @@ def test_enroll_identify_verify_list_remove(api, photos):
     assert len(faces) == 2
     named = [face for face in faces if face["name"] == "Eileen Collins"]
     assert len(named) == 1 and named[0]["distance"] < 0.1
+    # The default confidence model: a near-identical face is almost surely the same person.
+    assert named[0]["confidence"] > 0.9
     left, top, right, bottom = named[0]["box"]
     assert 150 < left < right < 300 and 50 < top < bottom < 200  # the face, not the suit
 
@@ -112,6 +114,7 @@ def test_enroll_identify_verify_list_remove(api, photos):
         "/v1/verify", files={"image": photos["mirrored"]}, data={"name": "Eileen Collins"}
     ).json()
     assert verdict["same"] is True and 0 <= verdict["distance"] <= verdict["threshold"]
+    assert 0.5 < verdict["confidence"] <= 1
 
     # The same calls with the photo base64-encoded in a JSON body.
     text = base64.b64encode(photos["face"]).decode()

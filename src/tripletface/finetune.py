@@ -6,19 +6,31 @@ stages (generic edges and textures, Yosinski et al. 2014) frozen, which also ski
 backward pass. The pieces here only prepare what ``tripletface.train.fit`` receives: the
 pretrained module, a config whose ``freeze`` prefixes and ``encoder_kwargs`` let a resumed run
 rebuild the same set-up, and the aligned-chips data set in the encoder's chip convention.
+
+Fine-tuning on a few hundred persons easily forgets what millions taught (measured:
+bench/orl_finetune.py, bench/finetune_celeba.py). ``finetune`` adds what the field uses against
+it: after every step the trainable weights are pulled back toward the pretrained ones (L2-SP, Li,
+Grandvalet and Davoine 2018, applied as a decoupled shrinkage), and persons held apart from
+training decide when to stop and which weights to keep (early stopping): the pretrained weights
+themselves when no step improved on them.
 """
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch import nn
 
-from tripletface.data.chips import AlignedFaces
+from tripletface import metrics
+from tripletface.data.chips import AlignedFaces, ChipSet
+from tripletface.distances import pairwise_distances
 from tripletface.errors import InputError
 from tripletface.faces.detect import FaceDetector
 from tripletface.models import encoder_class
 from tripletface.models.base import Encoder
-from tripletface.train import TrainConfig
+from tripletface.train import RunResult, TrainConfig, fit
 
 #: Learning rate of a fine-tuning run unless one is given: a tenth of training from scratch.
 FINETUNE_LR = 1e-4
@@ -99,3 +111,80 @@ def aligned_faces(
             f"encoder {encoder_name!r} takes whole images, not aligned face chips: give a padding"
         )
     return AlignedFaces(root, height, padding, detector=detector, cache=cache, progress=progress)
+
+
+def held_apart_score(encoder: Encoder, chips: ChipSet, far: float = 1e-3) -> float:
+    """TAR at FAR ``far`` over all pairs of the chips' persons: what early stopping maximises."""
+    embeddings = encoder.embed(chips.chips).double()
+    embeddings = nn.functional.normalize(embeddings, dim=1)
+    squared = pairwise_distances(embeddings).numpy()
+    first, second = np.triu_indices(len(squared), k=1)
+    labels = np.asarray(chips.labels)
+    tar, _ = metrics.val_at_far(squared[first, second], labels[first] == labels[second], far)
+    return tar
+
+
+@dataclass
+class FinetuneResult:
+    """The encoder with the kept weights, the run, and the held-apart score at each check
+    ((step, score), step 0 the pretrained weights); ``best_step`` is the step kept."""
+
+    encoder: Encoder
+    run: RunResult
+    scores: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int = 0
+
+
+def finetune(
+    config: TrainConfig,
+    train: ChipSet,
+    encoder: Encoder,
+    held_apart: ChipSet | None = None,
+    every: int = 25,
+    patience: int = 3,
+    pull: float = 0.0,
+    score: Callable[[Encoder, ChipSet], float] = held_apart_score,
+    progress: bool = False,
+) -> FinetuneResult:
+    """``fit`` with anti-forgetting: ``pull`` in [0, 1) moves the trainable weights that share
+    of the way back to the pretrained ones after every step; with ``held_apart`` persons (never
+    trained on), ``score`` is checked every ``every`` steps and at the end, the run stops after
+    ``patience`` checks without a better score, and the best weights (possibly the pretrained
+    ones) are kept."""
+    if not 0 <= pull < 1:
+        raise InputError(f"pull = {pull}: give a share in [0, 1), e.g. 1e-3")
+    if every < 1 or patience < 1:
+        raise InputError(f"every = {every} and patience = {patience} must be >= 1")
+    start = {n: p.detach().clone() for n, p in encoder.named_parameters() if p.requires_grad}
+    scores = [(0, score(encoder, held_apart))] if held_apart is not None else []
+    best = {"score": scores[0][1] if scores else -np.inf, "step": 0, "state": None, "stale": 0}
+
+    def check(step: int) -> bool:
+        value = score(encoder, held_apart)
+        scores.append((step, value))
+        if value > best["score"]:
+            best.update(score=value, step=step, stale=0)
+            best["state"] = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+            return False
+        best["stale"] += 1
+        return best["stale"] >= patience
+
+    def after_step(record: dict) -> bool:
+        if pull:
+            with torch.no_grad():
+                for name, parameter in encoder.named_parameters():
+                    if name in start:
+                        parameter.lerp_(start[name], pull)
+        if held_apart is not None and record["step"] % every == 0:
+            return check(record["step"])
+        return False
+
+    run = fit(config, train, encoder, progress=progress, callback=after_step)
+    if held_apart is not None:
+        if not scores or scores[-1][0] != run.step:
+            check(run.step)
+        if best["state"] is None:  # nothing beat the pretrained weights
+            encoder.load_state_dict({**encoder.state_dict(), **start})
+        else:
+            encoder.load_state_dict(best["state"])
+    return FinetuneResult(encoder.eval(), run, scores, best["step"])

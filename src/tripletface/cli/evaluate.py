@@ -47,6 +47,13 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", type=Path, metavar="OUTDIR", help="write roc.png and distances.png")
     p.add_argument("--strict", action="store_true", help="fail on an unreadable image")
+    p.add_argument(
+        "--face",
+        choices=("similar", "largest", "centre"),
+        default="similar",
+        help="the face of a photo with several: the most similar to the person's other photos "
+        "(default), the largest, or the one nearest the centre",
+    )
     p.set_defaults(run=run)
 
 
@@ -128,7 +135,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _dataset(args: argparse.Namespace, encoder):
     """DATA as the encoder sees it: aligned face chips when it takes them, else whole images."""
+    import torch
+
     from tripletface.data.chips import photo_dataset
+
+    def embed(chips):
+        batch = torch.from_numpy(chips).permute(0, 3, 1, 2)
+        return torch.nn.functional.normalize(encoder.embed(batch), dim=1).numpy()
 
     data = photo_dataset(
         args.data,
@@ -136,6 +149,8 @@ def _dataset(args: argparse.Namespace, encoder):
         encoder.chip_padding,
         strict=args.strict,
         progress=sys.stderr.isatty(),
+        rule=args.face,
+        embed=embed,
     )
     print(data.summary(), file=sys.stderr)
     return data

@@ -53,6 +53,11 @@ def _options() -> argparse.ArgumentParser:
     common.add_argument(
         "--workers", type=int, default=2, help="processes detecting faces in folders (2)"
     )
+    common.add_argument(
+        "--tta",
+        action="store_true",
+        help="average each face's embedding with its mirror image's (steadier, 2x encoder time)",
+    )
     return common
 
 
@@ -96,7 +101,13 @@ def _recognizer(args, read_only: bool = False):
     from tripletface.recognize import FaceRecognizer
 
     return FaceRecognizer(
-        args.gallery, args.encoder, args.threshold, _detector(args), read_only, args.runtime
+        args.gallery,
+        args.encoder,
+        args.threshold,
+        _detector(args),
+        read_only,
+        args.runtime,
+        tta=args.tta,
     )
 
 
@@ -185,7 +196,17 @@ def enroll_dir(args) -> int:
 
 
 def _match_json(match) -> dict:
-    return {"box": list(match.box), "name": match.name, "distance": round(match.distance, 6)}
+    return {
+        "box": list(match.box),
+        "name": match.name,
+        "distance": round(match.distance, 6),
+        "confidence": match.confidence,
+    }
+
+
+def _sure(confidence: float | None) -> str:
+    """ ", confidence 97.1%" for a confidence, nothing without one."""
+    return "" if confidence is None else f", confidence {100 * confidence:.1f}%"
 
 
 def identify(args) -> int:
@@ -220,7 +241,7 @@ def _print_matches(path: str, matches) -> None:
         print(f"{path}: no face found")
     for m in matches:
         who = m.name if m.name is not None else "unknown"
-        print(f"{path}: {who} (distance {m.distance:.3f}) at {list(m.box)}")
+        print(f"{path}: {who} (distance {m.distance:.3f}{_sure(m.confidence)}) at {list(m.box)}")
 
 
 def _annotated_path(path: Path, target: Path, outdir: Path) -> Path:
@@ -252,7 +273,10 @@ def _annotate(path: Path, matches, out: Path) -> None:
 def verify(args) -> int:
     result = _recognizer(args, read_only=True).verify(str(args.photo), args.name)
     verdict = "same" if result.same else "different"
-    print(f"{verdict}: {args.photo} vs {args.name} (distance {result.distance:.3f})")
+    print(
+        f"{verdict}: {args.photo} vs {args.name} (distance {result.distance:.3f}"
+        f"{_sure(result.confidence)})"
+    )
     return 0 if result.same else 1
 
 
@@ -312,6 +336,7 @@ def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
 
 
 def calibrate(args) -> int:
+    from tripletface.data.chips import similar_faces
     from tripletface.data.images import person_images
 
     named = {str(p): name for name, paths in person_images(args.folder).items() for p in paths}
@@ -322,15 +347,20 @@ def calibrate(args) -> int:
             if item.error is not None or not item.boxes:
                 _warn(item.path, item.error or InputError("no face found"))
                 continue
-            embeddings.append(item.embeddings[0])  # the largest face
+            embeddings.append(item.embeddings)
             labels.append(named[item.path])
     if len(set(labels)) < 2:
         raise InputError(f"{args.folder}: calibration needs faces of at least two people")
-    result = rec.calibrate(np.stack(embeddings), labels, args.far)
+    # Of a photo with several faces, the one most like the person's other photos; else the
+    # largest (bench/face_choice.py).
+    chosen = [max(k, 0) for k in similar_faces(embeddings, labels)]
+    picked = np.stack([rows[k] for rows, k in zip(embeddings, chosen, strict=True)])
+    result = rec.calibrate(picked, labels, args.far)
     print(
         f"threshold {result.threshold:.4f} stored in {rec.gallery_path}: FAR {result.far:.2e}, "
         f"FRR {result.frr:.2%} on {result.same_pairs} same-person and "
-        f"{result.different_pairs} different-person pairs"
+        f"{result.different_pairs} different-person pairs; confidence refitted on them "
+        f"({result.confidence.method})"
     )
     if result.different_pairs * args.far < 10:
         print(

@@ -85,9 +85,18 @@ def register(subparsers) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--face",
+        choices=("largest", "centre"),
+        default="largest",
+        help="the face of a photo with several: the largest (default) or the one nearest the "
+        "centre (evaluate and calibrate compare faces with the encoder instead)",
+    )
 
 
-def _dataset(data: str, size: int, encoder: str, cache: Path, progress: bool):
+def _dataset(
+    data: str, size: int, encoder: str, cache: Path, progress: bool, face: str = "largest"
+):
     """The data set DATA names, its images at size x size; a photo folder for an encoder with
     aligned chips (dlib-resnet) gives those chips, detected once and cached."""
     match = SYNTHETIC.fullmatch(data)
@@ -103,7 +112,12 @@ def _dataset(data: str, size: int, encoder: str, cache: Path, progress: bool):
     from tripletface.models import encoder_class
 
     photos = photo_dataset(
-        data, (size, size), encoder_class(encoder).chip_padding, cache=cache, progress=progress
+        data,
+        (size, size),
+        encoder_class(encoder).chip_padding,
+        cache=cache,
+        progress=progress,
+        rule=face,
     )
     print(photos.summary(), file=sys.stderr)
     return photos
@@ -148,7 +162,7 @@ def run(args) -> int:
     check_config(config)
     size = config.size or encoder_class(config.encoder).input_size[0]
     cache = args.cache or args.out / "faces.npz"
-    dataset = _dataset(args.data, size, config.encoder, cache, not args.quiet)
+    dataset = _dataset(args.data, size, config.encoder, cache, not args.quiet, args.face)
     joined = init_from_environment()
     main = is_main_process()
     initial = None  # a resumed run's first weights are gone (they may have been pretrained)

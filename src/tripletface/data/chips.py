@@ -1,17 +1,25 @@
 """Aligned face chips of a folder of real photos (one sub-folder per person), cached on disk.
 
-Every photo is read once, its largest face detected (``tripletface.faces.detect``) and cut into a
-chip in dlib's convention (``tripletface.faces.align``). Photos without a face and unreadable
-files are counted, named in one warning and skipped. Detection costs far more than training on a
+Every photo is read once, all its faces detected (``tripletface.faces.detect``) and cut into
+chips in dlib's convention (``tripletface.faces.align``). A labelled photo stands for one person,
+so one of its faces is chosen by a rule (``FACE_RULES``): the face nearest the photo's centre (the
+convention of LFW, whose photos are framed on the labelled person), the largest, or the face most
+similar to that person's other photos. On celeba299 the last was best and the centre worst
+(bench/face_choice.py): "similar" is the default where an encoder is at hand, "largest" where
+not. Photos without a face and unreadable files are
+counted, named in one warning and skipped. Detection costs far more than training on a
 chip, so the chips are kept in a cache file (``.npz``): each photo's entry is reused while its
 relative path, byte size and modification time are unchanged and the chip size, padding and
 detector settings are the same; changed or new photos alone are detected again. The cache is
 written atomically.
 """
 
+import functools
 import json
+import multiprocessing as mp
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +36,11 @@ from tripletface.faces.detect import FaceDetector
 from tripletface.models.checkpoint import write_atomic
 
 #: Bumped when the cache layout or the way chips are cut changes; older caches are rebuilt.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: How the face of a labelled photo with several faces is chosen (bench/face_choice.py).
+FACE_RULES = ("centre", "largest", "similar")
+#: The rule used unless another is asked for; without an encoder to compare with, "largest".
+DEFAULT_FACE_RULE = "similar"
 #: How many photos a warning names before it only counts the rest.
 _NAMED_IN_WARNING = 10
 # Status of a photo in the cache: an index into the chips, or one of these.
@@ -83,24 +95,75 @@ class ChipSet(Dataset):
 
 @dataclass(frozen=True)
 class _Entry:
-    """What the cache knows about one photo: its stat, and its chip or why it has none."""
+    """What the cache knows about one photo: its stat, and its faces or why it has none.
+
+    ``chips`` is F x S x S x 3 (one per face, largest first), ``boxes`` F x 4 (left, top, right,
+    bottom) and ``shape`` the photo's (height, width)."""
 
     size: int
     mtime_ns: int
-    status: int  # index of the chip, _NO_FACE or _UNREADABLE
+    status: int  # 0 when the photo has faces, _NO_FACE or _UNREADABLE
     reason: str
-    chip: np.ndarray | None
+    chips: np.ndarray | None
+    boxes: np.ndarray | None = None
+    shape: tuple[int, int] = (0, 0)
+
+
+def centre_face(boxes: np.ndarray, shape: tuple[int, int]) -> int:
+    """Index of the F x 4 box (left, top, right, bottom) whose centre is nearest the centre of
+    an image of shape (height, width)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    middle = np.array([shape[1], shape[0]], dtype=np.float64) / 2
+    return int(np.argmin(((centres - middle) ** 2).sum(axis=1)))
+
+
+def largest_face(boxes: np.ndarray) -> int:
+    """Index of the F x 4 box of largest area (the first of equals)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+
+
+def similar_faces(embeddings: Sequence[np.ndarray], labels: Sequence[int]) -> list[int]:
+    """For each photo (F_i x D unit-length face embeddings, a label), the index of its face
+    with the smallest mean squared distance to the same person's other photos; -1 where a photo
+    has several faces and its person no other photo, so that another rule must decide.
+
+    The other photos count by their only face when they have one; a person whose other photos
+    all have several faces is compared with all of their faces.
+    """
+    labels = np.asarray(labels)
+    chosen = []
+    for i, faces in enumerate(embeddings):
+        if len(faces) == 1:
+            chosen.append(0)
+            continue
+        others = [j for j in np.flatnonzero(labels == labels[i]) if j != i]
+        single = [embeddings[j] for j in others if len(embeddings[j]) == 1]
+        reference = single or [embeddings[j] for j in others]
+        if not reference:
+            chosen.append(-1)
+            continue
+        reference = np.concatenate(reference)
+        squared = ((faces[:, None, :] - reference[None, :, :]) ** 2).sum(axis=2)
+        chosen.append(int(np.argmin(squared.mean(axis=1))))
+    return chosen
 
 
 class AlignedFaces(ChipSet):
-    """The largest face of every photo under ROOT/PERSON/, as ``size`` x ``size`` aligned chips.
+    """One face of every photo under ROOT/PERSON/, as ``size`` x ``size`` aligned chips.
 
     ``padding`` is dlib's chip padding (0.25 for dlib-resnet). ``detector`` defaults to
     FaceDetector("auto"): HOG, then HOG on a doubled photo, then the CNN. ``cache`` is the path
-    of the .npz cache (None: no cache). After construction ``no_face`` lists photos where no
-    face was found, ``skipped`` (path, reason) the unreadable ones, ``examined`` how many photos
-    were read this time (not in the cache) and ``reused`` how many came from the cache.
-    Persons left without any chip are dropped.
+    of the .npz cache (None: no cache). ``rule`` (one of FACE_RULES) chooses the face of a photo
+    with several; "similar" compares faces with ``embed`` (N x S x S x 3 uint8 chips to N x D
+    unit-length embeddings): without it the rule is "largest", and the largest face is taken too
+    for a person with a single photo. ``rule`` afterwards names the rule applied. After construction
+    ``no_face`` lists photos where no face was found, ``skipped`` (path, reason) the unreadable
+    ones, ``several_faces`` the photos with more than one face, ``examined`` how many photos were
+    read this time (not in the cache) and ``reused`` how many came from the cache. Photos are
+    detected in ``workers`` forked processes (one at a time in this one when 1). Persons left
+    without any chip are dropped.
     """
 
     def __init__(
@@ -111,8 +174,14 @@ class AlignedFaces(ChipSet):
         detector: FaceDetector | None = None,
         cache: str | Path | None = None,
         progress: bool = False,
+        rule: str = DEFAULT_FACE_RULE,
+        embed: Callable[[np.ndarray], np.ndarray] | None = None,
+        workers: int = 1,
     ) -> None:
+        if rule not in FACE_RULES:
+            raise InputError(f"unknown face rule {rule!r}: choose one of {', '.join(FACE_RULES)}")
         self.root = Path(root)
+        self.rule = "largest" if rule == "similar" and embed is None else rule
         self.size, self.padding = int(size), float(padding)
         detector = detector or FaceDetector("auto")
         self.cache = None if cache is None else Path(cache)
@@ -122,21 +191,23 @@ class AlignedFaces(ChipSet):
         entries: dict[str, _Entry] = {}
         self.examined = self.reused = 0
         files = [path for paths in persons.values() for path in paths]
+        stale = []
+        for path in files:
+            key = path.relative_to(self.root).as_posix()
+            entry, stat = cached.get(key), path.stat()
+            if entry is None or (entry.size, entry.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+                stale.append((key, path, stat))
+            else:
+                entries[key] = entry
+        self.reused, self.examined = len(entries), len(stale)
         with tqdm(
-            total=len(files), desc="finding faces", unit="photo", disable=not progress
+            total=len(stale), desc="finding faces", unit="photo", disable=not progress
         ) as bar:
-            for path in files:
-                key = path.relative_to(self.root).as_posix()
-                stat = path.stat()
-                entry = cached.get(key)
-                if entry is None or (entry.size, entry.mtime_ns) != (
-                    stat.st_size,
-                    stat.st_mtime_ns,
-                ):
-                    entry = _detect(path, stat, self.size, self.padding, detector)
-                    self.examined += 1
-                else:
-                    self.reused += 1
+            detect = functools.partial(
+                _detect, size=self.size, padding=self.padding, detector=detector
+            )
+            found = _map(detect, [(path, stat) for _, path, stat in stale], workers)
+            for (key, _, _), entry in zip(stale, found, strict=True):
                 entries[key] = entry
                 bar.update()
         if self.cache and (self.examined or set(entries) != set(cached)):
@@ -145,6 +216,7 @@ class AlignedFaces(ChipSet):
         chips, labels, classes, paths = [], [], [], []
         self.no_face: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
+        self.several_faces: list[Path] = []
         for name, person_files in persons.items():
             found = []
             for path in person_files:
@@ -154,12 +226,15 @@ class AlignedFaces(ChipSet):
                 elif entry.status == _UNREADABLE:
                     self.skipped.append((path, entry.reason))
                 else:
-                    found.append((path, entry.chip))
+                    found.append((path, entry))
+                    if len(entry.chips) > 1:
+                        self.several_faces.append(path)
             if found:
-                chips += [chip for _, chip in found]
-                labels += [len(classes)] * len(found)
                 paths += [path for path, _ in found]
+                chips += [entry for _, entry in found]
+                labels += [len(classes)] * len(found)
                 classes.append(name)
+        chips = _chosen_chips(chips, labels, self.rule, embed)
         _warn_left_out(self.root, self.no_face, self.skipped)
         if not chips:
             raise InputError(
@@ -170,13 +245,35 @@ class AlignedFaces(ChipSet):
         super().__init__(stacked, labels, classes, paths)
 
     def summary(self) -> str:
-        """One line: photos, chips, persons, photos without a face, unreadable, cache use."""
+        """One line: photos, chips, persons, photos without a face, unreadable, several faces
+        and the rule that chose among them, cache use."""
         return (
             f"{self.root}: {len(self)} face chips of {len(self.classes)} persons "
             f"({self.size} x {self.size}, padding {self.padding}); {len(self.no_face)} photos "
             f"without a face and {len(self.skipped)} unreadable skipped; "
+            f"{len(self.several_faces)} with several faces (the {self.rule} one taken); "
             f"{self.reused} from the cache, {self.examined} examined"
         )
+
+
+def _chosen_chips(
+    entries: list[_Entry], labels: list[int], rule: str, embed: Callable | None
+) -> list[np.ndarray]:
+    """The chip of each photo's face that ``rule`` chooses (see FACE_RULES)."""
+    if rule == "centre":
+        return [e.chips[centre_face(e.boxes, e.shape)] for e in entries]
+    largest = [largest_face(e.boxes) for e in entries]
+    if rule == "largest":
+        picks = largest
+    else:
+        wanted = {labels[i] for i, e in enumerate(entries) if len(e.chips) > 1}
+        embedded = [
+            embed(e.chips) if labels[i] in wanted else np.zeros((len(e.chips), 1), np.float32)
+            for i, e in enumerate(entries)
+        ]
+        similar = similar_faces(embedded, labels)
+        picks = [big if s < 0 else s for s, big in zip(similar, largest, strict=True)]
+    return [e.chips[k] for e, k in zip(entries, picks, strict=True)]
 
 
 def photo_dataset(
@@ -186,14 +283,19 @@ def photo_dataset(
     cache: str | Path | None = None,
     strict: bool = False,
     progress: bool = False,
+    rule: str = DEFAULT_FACE_RULE,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> "AlignedFaces | FolderDataset":
     """ROOT/PERSON/ photos as an encoder sees them: aligned size x size face chips when it takes
-    chips (``padding`` is its chip_padding), else the whole images resized to size (h, w)."""
+    chips (``padding`` is its chip_padding; ``rule`` and ``embed`` as in AlignedFaces), else the
+    whole images resized to size (h, w)."""
     if padding is None:
         return FolderDataset(root, size=size, strict=strict, progress=progress)
     if size[0] != size[1]:
         raise InputError(f"aligned face chips are square, not {size[0]} x {size[1]}")
-    return AlignedFaces(root, size[0], padding, cache=cache, progress=progress)
+    return AlignedFaces(
+        root, size[0], padding, cache=cache, progress=progress, rule=rule, embed=embed
+    )
 
 
 def _settings(size: int, padding: float, detector: FaceDetector) -> str:
@@ -212,8 +314,32 @@ def _settings(size: int, padding: float, detector: FaceDetector) -> str:
     )
 
 
+def _map(function: Callable, items: list[tuple], workers: int) -> Iterator:
+    """function(*item) of each item in order, in ``workers`` forked processes when there are
+    several (the function, detector included, is inherited, not pickled)."""
+    if workers <= 1 or len(items) < 2 or "fork" not in mp.get_all_start_methods():
+        return (function(*item) for item in items)
+    global _TASK
+    _TASK = function
+    pool = ProcessPoolExecutor(workers, mp.get_context("fork"))
+
+    def results() -> Iterator:
+        with pool:
+            yield from pool.map(_run_task, items, chunksize=8)
+
+    return results()
+
+
+_TASK: Callable | None = None
+
+
+def _run_task(item: tuple):
+    """The forked worker's side of ``_map``."""
+    return _TASK(*item)
+
+
 def _detect(path: Path, stat, size: int, padding: float, detector: FaceDetector) -> _Entry:
-    """The cache entry of one photo: its largest face's chip, or why there is none."""
+    """The cache entry of one photo: the chips and boxes of all its faces, or why there are none."""
     try:
         image = load_image(path)
     except InputError as error:
@@ -221,8 +347,9 @@ def _detect(path: Path, stat, size: int, padding: float, detector: FaceDetector)
     faces = detector.detect(image)
     if not faces:
         return _Entry(stat.st_size, stat.st_mtime_ns, _NO_FACE, "no face found", None)
-    chip = face_chips(image, faces[:1], size, padding)[0]
-    return _Entry(stat.st_size, stat.st_mtime_ns, 0, "", chip)
+    boxes = np.array([face.box for face in faces], dtype=np.int64)
+    chips = face_chips(image, faces, size, padding)
+    return _Entry(stat.st_size, stat.st_mtime_ns, 0, "", chips, boxes, image.shape[:2])
 
 
 def _read_cache(path: Path, settings: str) -> dict[str, _Entry]:
@@ -233,21 +360,27 @@ def _read_cache(path: Path, settings: str) -> dict[str, _Entry]:
         with np.load(path, allow_pickle=False) as data:
             if str(data["settings"]) != settings:
                 return {}
-            chips = data["chips"]
+            chips, boxes = data["chips"], data["boxes"]
+            starts = np.cumsum(data["counts"]) - data["counts"]
             return {
                 str(key): _Entry(
                     int(size),
                     int(mtime),
                     int(status),
                     str(reason),
-                    chips[status] if status >= 0 else None,
+                    chips[start : start + count] if status >= 0 else None,
+                    boxes[start : start + count] if status >= 0 else None,
+                    (int(shape[0]), int(shape[1])),
                 )
-                for key, size, mtime, status, reason in zip(
+                for key, size, mtime, status, reason, start, count, shape in zip(
                     data["files"],
                     data["sizes"],
                     data["mtimes"],
                     data["status"],
                     data["reasons"],
+                    starts,
+                    data["counts"],
+                    data["shapes"],
                     strict=True,
                 )
             }
@@ -262,24 +395,29 @@ def _read_cache(path: Path, settings: str) -> dict[str, _Entry]:
 def _write_cache(path: Path, settings: str, entries: dict[str, _Entry], size: int) -> None:
     """Write every entry to the .npz cache at ``path`` atomically."""
     keys = sorted(entries)
-    chips, status = [], []
-    for key in keys:
-        entry = entries[key]
-        if entry.chip is None:
-            status.append(entry.status)
-        else:
-            status.append(len(chips))
-            chips.append(entry.chip)
+    with_faces = [entries[k] for k in keys if entries[k].chips is not None]
     arrays = {
         "settings": np.array(settings),
         "files": np.array(keys, dtype=str),
         "sizes": np.array([entries[k].size for k in keys], dtype=np.int64),
         "mtimes": np.array([entries[k].mtime_ns for k in keys], dtype=np.int64),
-        "status": np.array(status, dtype=np.int64),
+        "status": np.array([entries[k].status for k in keys], dtype=np.int64),
+        "counts": np.array([_count(entries[k]) for k in keys], dtype=np.int64),
+        "shapes": np.array([entries[k].shape for k in keys], dtype=np.int64).reshape(-1, 2),
         "reasons": np.array([entries[k].reason for k in keys], dtype=str),
-        "chips": np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8),
+        "chips": np.concatenate([e.chips for e in with_faces])
+        if with_faces
+        else np.zeros((0, size, size, 3), np.uint8),
+        "boxes": np.concatenate([e.boxes for e in with_faces])
+        if with_faces
+        else np.zeros((0, 4), np.int64),
     }
     write_atomic(path, lambda stream: np.savez(stream, **arrays))
+
+
+def _count(entry: _Entry) -> int:
+    """How many faces a cache entry holds."""
+    return 0 if entry.chips is None else len(entry.chips)
 
 
 def _warn_left_out(root: Path, no_face: list[Path], unreadable: list[tuple[Path, str]]) -> None:

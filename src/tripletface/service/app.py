@@ -183,7 +183,12 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         upload = await body(request)
         matches = await engine.identify(upload.image, upload.base64_text)
         return schemas.Identified(
-            faces=[schemas.Face(box=list(m.box), name=m.name, distance=m.distance) for m in matches]
+            faces=[
+                schemas.Face(
+                    box=list(m.box), name=m.name, distance=m.distance, confidence=m.confidence
+                )
+                for m in matches
+            ]
         )
 
     @app.post(
@@ -199,7 +204,12 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         upload = await body(request)
         options = _options(schemas.VerifyOptions, upload.fields)
         result, threshold = await engine.verify(options.name, upload.image, upload.base64_text)
-        return schemas.Verified(same=result.same, distance=result.distance, threshold=threshold)
+        return schemas.Verified(
+            same=result.same,
+            distance=result.distance,
+            threshold=threshold,
+            confidence=result.confidence,
+        )
 
     @app.get(
         "/v1/people",

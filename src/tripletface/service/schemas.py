@@ -67,6 +67,9 @@ class Face(BaseModel):
     )
     name: str | None = Field(description="the nearest enrolled person, null for a stranger")
     distance: float = Field(description="squared Euclidean distance to the nearest enrolled face")
+    confidence: float | None = Field(
+        description="estimated probability that the faces are the same person (null: no model)"
+    )
 
 
 class Identified(BaseModel):
@@ -77,6 +80,9 @@ class Verified(BaseModel):
     same: bool
     distance: float = Field(description="smallest squared distance to the person's faces")
     threshold: float = Field(description="distances up to this count as the same person")
+    confidence: float | None = Field(
+        description="estimated probability that the faces are the same person (null: no model)"
+    )
 
 
 class Person(BaseModel):
