@@ -3,7 +3,7 @@
 On celeba299 (299 persons, 6300 colour photos in the wild; CelebA, Liu et al. ICCV 2015) and ORL
 (40 persons x 10 grayscale photos), every face of every photo is detected once ("auto": HOG on
 the photo doubled, then quadrupled, then the CNN) and cut into dlib's chips (cached, see
-bench/_photos.py). Each rule of ``tripletface.data.chips.FACE_RULES`` then picks one face per
+bench/_photos.py). Each rule of ``tripletface.faces.choice.FACE_RULES`` then picks one face per
 photo: the one nearest the photo's centre, the largest, or the one most similar (pretrained
 dlib-resnet) to the person's other photos. Printed per rule: one-shot rank-1 (each person's
 first photo enrolled, the others identified), 10-fold verification accuracy and TAR at FAR 1e-3
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from _photos import CELEBA_CREDIT, Memo, as_hwc, machine, photos
 
-from tripletface.data.chips import FACE_RULES
 from tripletface.evaluate import evaluate
+from tripletface.faces.choice import FACE_RULES
 from tripletface.finetune import pretrained_encoder
 
 

@@ -15,17 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from tripletface.data.chips import (
-    AlignedFaces,
-    ChipSet,
-    centre_face,
-    largest_face,
-    photo_dataset,
-    similar_faces,
-)
+from tripletface.data.chips import AlignedFaces, ChipSet, photo_dataset
 from tripletface.data.images import load_image
 from tripletface.errors import InputError
 from tripletface.faces.align import face_chips
+from tripletface.faces.choice import centre_face, largest_face, similar_faces
 from tripletface.faces.detect import FaceDetector
 
 # The astronaut's head with some margin; HOG finds it without upsampling.

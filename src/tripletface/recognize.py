@@ -137,7 +137,12 @@ class FaceRecognizer:
             )
         boxes, embeddings = self.faces(image)
         _require_face(_name_of(image), boxes)
-        distance = float(ExactIndex(mine).search(embeddings, 1)[0].min())
+        return self.verdict(embeddings, mine)
+
+    def verdict(self, embeddings: np.ndarray, enrolled: np.ndarray) -> Verification:
+        """The Verification of P x D probe embeddings against a person's E x D enrolled ones:
+        their smallest squared distance, under the threshold or not, and its confidence."""
+        distance = float(ExactIndex(enrolled).search(embeddings, 1)[0].min())
         return Verification(distance <= self.threshold, distance, self._confidences(distance)[0])
 
     def watch(self, source, frames: bool = False, **options) -> Iterator:

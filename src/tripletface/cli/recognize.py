@@ -336,8 +336,8 @@ def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
 
 
 def calibrate(args) -> int:
-    from tripletface.data.chips import similar_faces
     from tripletface.data.images import person_images
+    from tripletface.faces.choice import similar_faces
 
     named = {str(p): name for name, paths in person_images(args.folder).items() for p in paths}
     with _faces_of(args, list(named)) as faces:

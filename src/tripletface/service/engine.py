@@ -21,7 +21,6 @@ import numpy as np
 from tripletface.errors import InputError
 from tripletface.faces.extract import Box
 from tripletface.recognize import FaceRecognizer, Match, Verification
-from tripletface.search import ExactIndex
 from tripletface.service.batching import EncoderBatcher
 from tripletface.service.metrics import Metrics
 from tripletface.service.photos import Detected, detect_upload
@@ -165,9 +164,8 @@ class Engine:
         return mine
 
     def _verify(self, name: str, embeddings: np.ndarray) -> tuple[Verification, float]:
-        distances, _ = ExactIndex(self._faces_of(name)).search(embeddings, 1)
-        distance, threshold = float(distances.min()), self.recognizer.threshold
-        return Verification(distance <= threshold, distance), threshold
+        result = self.recognizer.verdict(embeddings, self._faces_of(name))
+        return result, self.recognizer.threshold
 
     def _remove(self, name: str) -> int:
         if name not in dict(self.recognizer.gallery.people()):
