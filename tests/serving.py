@@ -30,10 +30,13 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tripletface", *args]
 
 
-def start_server(gallery: Path, *args: str, timeout: float = 120) -> Server:
+def start_server(
+    gallery: Path | str, *args: str, timeout: float = 120, log: Path | None = None
+) -> Server:
     """``tripletface serve`` on a free loopback port (HOG detection: fast and enough for the
     test photos); returns once it printed the URL it serves."""
-    log = gallery.with_name(gallery.name + f".{time.monotonic_ns()}.log")
+    if log is None:  # a gallery file: its server's log beside it
+        log = gallery.with_name(gallery.name + f".{time.monotonic_ns()}.log")
     argv = command("serve", "--port", "0", "--gallery", str(gallery), "--detector", "hog", *args)
     with open(log, "wb") as stderr:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)

@@ -2,7 +2,6 @@
 a server killed during concurrent enrolment, the database stopped under a running server, and a
 server started while another writes."""
 
-import select
 import signal
 import subprocess
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serving import Server, command, encoded, face_photo, stop
+from serving import Server, command, encoded, face_photo, start_server, stop
 
 from tripletface.gallery import open_gallery
 
@@ -21,20 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 def start_on(url: str, log: Path, *options: str, timeout: float = 180) -> Server:
-    """``tripletface serve --gallery URL`` on a free loopback port (HOG detection unless
-    ``options`` say otherwise), once it prints its URL."""
-    argv = command("serve", "--port", "0", "--gallery", url, "--detector", "hog", *options)
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
-    deadline, line = time.monotonic() + timeout, b""
-    while b"serving " not in line:
-        left = deadline - time.monotonic()
-        ready = select.select([process.stdout], [], [], max(0.0, left))[0]
-        line = process.stdout.readline() if ready else b""
-        if process.poll() is not None or left <= 0:
-            stop(process)
-            raise RuntimeError(f"tripletface serve did not start: {log.read_text()[-2000:]}")
-    return Server(line.decode().split("serving ", 1)[1].split()[0].rstrip("/"), process, log)
+    """``tripletface serve --gallery URL`` on a free loopback port, once it prints its URL."""
+    return start_server(url, *options, timeout=timeout, log=log)
 
 
 @contextmanager
