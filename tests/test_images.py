@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from tripletface.data.images import IMAGE_EXTENSIONS, load_image, require_rgb, save_image_atomic
+from tripletface.data.images import (
+    IMAGE_EXTENSIONS,
+    draw_labelled_boxes,
+    load_image,
+    require_rgb,
+    save_image_atomic,
+)
 from tripletface.errors import InputError
 
 
@@ -218,3 +224,13 @@ def test_require_rgb_accepts_only_uint8_rgb(photo):
     for bad in (photo[:, :, 0], photo.astype(np.float32), [[1, 2, 3]]):
         with pytest.raises(InputError, match="the test needs"):
             require_rgb(bad, "the test")
+
+
+def test_labelled_boxes_are_green_when_known_red_when_not_and_leave_the_input():
+    image = np.zeros((120, 200, 3), np.uint8)
+    drawn = draw_labelled_boxes(
+        image, [(10, 30, 60, 90), (120, 30, 180, 90)], ["ada", "?"], [True, False]
+    )
+    assert image.max() == 0  # a copy
+    assert tuple(drawn[60, 10]) == (40, 200, 60) and tuple(drawn[60, 120]) == (230, 50, 40)
+    assert drawn[60, 35].max() == 0  # inside a box nothing is drawn

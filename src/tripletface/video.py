@@ -29,9 +29,8 @@ import av
 import av.error
 import dlib
 import numpy as np
-from PIL import Image, ImageDraw
 
-from tripletface.data.images import save_image_atomic
+from tripletface.data.images import draw_labelled_boxes, save_image_atomic
 from tripletface.errors import InputError
 from tripletface.faces.extract import ChipMaker
 from tripletface.tracking import Box, Tracker, TrackEvent, box_iou
@@ -451,17 +450,12 @@ def _crop(frame: np.ndarray, box: Box, margin: float = 0.5) -> np.ndarray:
 
 def draw_faces(image: np.ndarray, faces: list[FaceView]) -> np.ndarray:
     """A copy of the RGB frame with each face's box and name (green) or "unknown" (red)."""
-    picture = Image.fromarray(image)
-    draw = ImageDraw.Draw(picture)
-    width = max(2, round(max(picture.size) / 320))
-    for face in faces:
-        colour = (40, 200, 60) if face.name is not None else (230, 50, 40)
-        draw.rectangle(face.box, outline=colour, width=width)
-        label = f"{face.name or 'unknown'} #{face.track}"
-        corner = (face.box[0], max(0, face.box[1] - 12))
-        draw.rectangle(draw.textbbox(corner, label), fill=colour)
-        draw.text(corner, label, fill=(255, 255, 255))
-    return np.asarray(picture)
+    return draw_labelled_boxes(
+        image,
+        [face.box for face in faces],
+        [f"{face.name or 'unknown'} #{face.track}" for face in faces],
+        [face.name is not None for face in faces],
+    )
 
 
 class AnnotatedVideo:

@@ -252,20 +252,14 @@ def _annotated_path(path: Path, target: Path, outdir: Path) -> Path:
 
 def _annotate(path: Path, matches, out: Path) -> None:
     """Write a copy of the image with each face's box, name and distance."""
-    from PIL import Image, ImageDraw
+    from tripletface.data.images import draw_labelled_boxes, load_image, save_image_atomic
 
-    from tripletface.data.images import load_image, save_image_atomic
-
-    image = Image.fromarray(load_image(path))
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 300))
-    for m in matches:
-        colour = (40, 200, 60) if m.name is not None else (230, 50, 40)
-        draw.rectangle(m.box, outline=colour, width=width)
-        label = f"{m.name or 'unknown'} {m.distance:.2f}"
-        left, top = m.box[0], max(0, m.box[1] - 12)
-        draw.rectangle(draw.textbbox((left, top), label), fill=colour)
-        draw.text((left, top), label, fill=(255, 255, 255))
+    image = draw_labelled_boxes(
+        load_image(path),
+        [m.box for m in matches],
+        [f"{m.name or 'unknown'} {m.distance:.2f}" for m in matches],
+        [m.name is not None for m in matches],
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image_atomic(out, image)
 

@@ -12,10 +12,11 @@ Conventions (the one place they are decided):
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from tripletface.errors import InputError
 
@@ -195,3 +196,23 @@ def person_images(root: Path) -> dict[str, list[Path]]:
         if files:
             persons[folder.name] = files
     return persons
+
+
+def draw_labelled_boxes(
+    image: np.ndarray,
+    boxes: Sequence[tuple[int, int, int, int]],
+    labels: Sequence[str],
+    known: Sequence[bool],
+) -> np.ndarray:
+    """A copy of the H x W x 3 RGB image with each (left, top, right, bottom) box outlined and
+    labelled above it: green where ``known``, red where not."""
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    width = max(2, round(max(picture.size) / 300))
+    for box, label, is_known in zip(boxes, labels, known, strict=True):
+        colour = (40, 200, 60) if is_known else (230, 50, 40)
+        draw.rectangle(box, outline=colour, width=width)
+        corner = (box[0], max(0, box[1] - 12))
+        draw.rectangle(draw.textbbox(corner, label), fill=colour)
+        draw.text(corner, label, fill=(255, 255, 255))
+    return np.asarray(picture)
