@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from tripletface import search
 from tripletface.confidence import default_model
 from tripletface.errors import GalleryError, InputError
 from tripletface.faces.extract import ChipMaker, FaceStream
@@ -239,3 +240,25 @@ def test_tta_averages_each_face_with_its_mirror(tmp_path, encoder, photos):
     tta_boxes, embedded = tta.faces(photos["two"])
     assert tta_boxes == boxes and embedded == pytest.approx(expected, abs=1e-5)
     assert np.linalg.norm(embedded, axis=1) == pytest.approx(np.ones(len(boxes)), abs=1e-5)
+
+
+def test_embeddings_imported_through_its_gallery_keep_the_saved_index(
+    tmp_path, encoder, monkeypatch
+):
+    monkeypatch.setattr(search, "_DELTA_ROWS", 50)
+    monkeypatch.setattr(search, "AUTO_FAISS_ROWS", 100)
+    faces = np.random.default_rng(0).standard_normal((300, 128)).astype(np.float32)
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    importer = FaceRecognizer(tmp_path / "g.db", encoder)
+    for person in range(30):
+        importer.gallery.add_faces(f"p{person}", faces[10 * person : 10 * person + 10])
+    importer.gallery.close()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the importer saved the index: a reader opens it, never builds it")
+
+    monkeypatch.setattr(search.FaissIndex, "__init__", no_build)
+    reader = FaceRecognizer(tmp_path / "g.db", encoder, read_only=True)
+    _, found = reader.index.search(faces[::10], 1)
+    assert [reader.index.names[i] for i in found[:, 0]] == [f"p{p}" for p in range(30)]
+    assert reader.index.index.mapped

@@ -1,5 +1,6 @@
 """Search: exact against brute force, FAISS against exact, and indexes that follow a gallery."""
 
+import itertools
 import sqlite3
 import sys
 
@@ -231,6 +232,32 @@ def test_gallery_index_follows_adds_and_removes_and_persists(where, monkeypatch)
         _check_against_exact(reopened, gallery, queries)
         names = {reopened.names[i] for i in reopened.search(faces[:2] + 0.01, 1)[1].ravel()}
         assert names == {"newcomer"}
+
+
+def test_a_writer_keeps_the_saved_index_in_step_so_readers_never_build_it(where, monkeypatch):
+    monkeypatch.setattr(search, "_DELTA_ROWS", 40)
+    monkeypatch.setattr(search, "AUTO_FAISS_ROWS", 100)
+    faces, queries = clustered(120, 5, 50)
+    saves = []
+    save = FaissIndex.save
+    monkeypatch.setattr(
+        FaissIndex, "save", lambda self, *a: saves.append(len(self)) or save(self, *a)
+    )
+    with open_gallery(where, "toy", "fp", DIM) as gallery:
+        writer = GalleryIndex(gallery, persist=True)
+        gallery.on_change(writer.written)
+        for person in range(120):  # an import, 5 faces at a time, never searched by the writer
+            gallery.add_faces(f"p{person}", faces[5 * person : 5 * person + 5])
+        gallery.remove("p0")
+    # Nothing below the FAISS size; then saved whenever the changes outgrew what a reader holds
+    # beside the base (40 faces, or 5%): a few whole saves for 600 faces, not one per change.
+    assert saves and saves[0] > 100 and len(saves) <= 12
+    assert all(b - a > 40 for a, b in itertools.pairwise(saves))
+    monkeypatch.setattr(FaissIndex, "__init__", no_build)
+    with open_gallery(where, "toy", "fp", DIM) as gallery:
+        reader = GalleryIndex(gallery, persist=True)
+        _check_against_exact(reader, gallery, queries)
+        assert reader.index.mapped and len(reader._delta_ids) + len(reader._gone) <= 40
 
 
 def test_saved_index_of_another_gallery_or_damaged_or_stale_is_rebuilt(tmp_path):

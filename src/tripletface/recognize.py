@@ -199,8 +199,9 @@ class FaceRecognizer:
 
     @functools.cached_property
     def gallery(self) -> BaseGallery:
-        """The gallery (file or database), opened (and created unless read-only) on first use."""
-        return open_gallery(
+        """The gallery (file or database), opened (and created unless read-only) on first use;
+        what is written through it also keeps the search index saved beside it in step."""
+        gallery = open_gallery(
             self.gallery_path,
             self.encoder_name,
             self.runtime.info.fingerprint,
@@ -208,6 +209,9 @@ class FaceRecognizer:
             create=not self.read_only,
             read_only=self.read_only,
         )
+        if gallery.writable:
+            gallery.on_change(lambda faces: self.index.written(faces))
+        return gallery
 
     @functools.cached_property
     def index(self) -> GalleryIndex:

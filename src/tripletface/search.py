@@ -363,6 +363,7 @@ class GalleryIndex:
         self.path: Path | None = gallery.index_path if persist else None
         self.names = FaceNames(gallery)
         self.index: ExactIndex | FaissIndex | None = None
+        self._unsaved = 0  # faces this process changed since the saved base was last in step
         self._reset()
 
     def _reset(self) -> None:
@@ -373,6 +374,20 @@ class GalleryIndex:
         self._gone = np.empty(0, dtype=np.int64)  # removed since the base, sorted
         self._delta_ids = np.empty(0, dtype=np.int64)
         self._delta = ExactIndex(np.empty((0, self.gallery.embedding_dim), dtype=np.float32))
+
+    def written(self, faces: int) -> None:
+        """Note that this process changed ``faces`` faces of the gallery (a listener for
+        ``gallery.on_change``): once its changes add up to what a reader would fold into the
+        base, fold them in and save, so that no reader builds the index or reads more than that
+        many changes, and no single change rewrites the saved file."""
+        self._unsaved += faces
+        if self._unsaved <= self._delta_limit():
+            return
+        self._unsaved = 0
+        # Below the FAISS size nothing is saved: readers search the faces read in one pass.
+        if _kind(self.kind, self.gallery.face_count()) != "exact":
+            self.refresh()
+            self._unsaved = len(self._delta_ids) + len(self._gone)
 
     def search(self, queries, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(Q x k squared Euclidean distances, Q x k face ids), at the latest state."""
@@ -467,9 +482,13 @@ class GalleryIndex:
         self._gone = np.union1d(self._gone, in_base)
         self._delta_ids, self._delta = ids, ExactIndex(matrix)
         self.generation, self.faces = changes.generation, changes.faces
-        if len(ids) + len(self._gone) > max(_DELTA_ROWS, len(self.index) // 20):
+        if len(ids) + len(self._gone) > self._delta_limit():
             self._compact()
         return True
+
+    def _delta_limit(self) -> int:
+        """Changes held beside the base before it is compacted: _DELTA_ROWS, or 5% of the base."""
+        return max(_DELTA_ROWS, 0 if self.index is None else len(self.index) // 20)
 
     def _compact(self) -> None:
         """Fold the changes into a new base (a new FAISS index if the gallery outgrew its cells)."""

@@ -150,6 +150,7 @@ class BaseGallery:
         self.encoder_name = encoder_name
         self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
         self._snapshot: Snapshot | None = None
+        self._listeners: list[Callable[[int], None]] = []
 
     # ---- what backends provide
 
@@ -293,6 +294,15 @@ class BaseGallery:
 
     # ---- changes
 
+    def on_change(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(faces)`` after every change this object commits, with the number of
+        faces it added or removed (a search index saved beside the gallery follows its writers)."""
+        self._listeners.append(listener)
+
+    def _changed(self, faces: int) -> None:
+        for listener in self._listeners:
+            listener(faces)
+
     def add_faces(
         self,
         name: str,
@@ -342,6 +352,7 @@ class BaseGallery:
                 raise self._error(error, True) from None
             self._run("UPDATE persons SET faces = faces + ? WHERE id = ?", (count, person), True)
             ids = self._rows("SELECT id FROM faces WHERE generation = ? ORDER BY id", (generation,))
+        self._changed(count)
         return [int(row[0]) for row in ids]
 
     def _checked(self, embeddings) -> np.ndarray:
@@ -378,6 +389,7 @@ class BaseGallery:
             )
             removed = self._run("DELETE FROM faces WHERE person_id = ?", (person,), True).rowcount
             self._run("DELETE FROM persons WHERE id = ?", (person,), True)
+        self._changed(removed)
         return removed
 
     # ---- reading

@@ -2,7 +2,8 @@
 
 One transaction per person in the destination, so an interrupted copy keeps every person it
 finished and a second run resumes after them. The destination is checked at the end: the same
-encoder fingerprint, every person of the source with the same number of faces.
+encoder fingerprint, every person of the source with the same number of faces. Like every writer
+the copy keeps the destination's saved search index in step, so its first reader builds nothing.
 """
 
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import NamedTuple
 
 from tripletface.errors import GalleryError
 from tripletface.gallery import BaseGallery, open_gallery
+from tripletface.search import GalleryIndex
 
 
 class Copied(NamedTuple):
@@ -38,6 +40,7 @@ def copy_gallery(
     ):
         if _same_place(src, dst):
             raise GalleryError(f"{dst.location} is {src.location} itself: nothing to copy")
+        dst.on_change(GalleryIndex(dst, persist=True).written)
         there = dict(dst.people())
         people = faces = skipped = 0
         total = src.face_count()
