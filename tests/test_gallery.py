@@ -73,6 +73,7 @@ def test_add_people_remove_and_round_trip(where):
         bob_ids = g.add_faces("bob", bob, ["b.jpg"], ["h3"], [(5, 6, 7, 8)])
         assert ids == sorted(ids) and len(set(ids)) == 2 and bob_ids[0] > ids[-1]
         assert g.people() == [("ada", 2), ("bob", 1)] and g.face_count() == 3
+        assert not g.is_empty()
         assert g.has_hash("h2") and not g.has_hash("h4")
     with opened(where) as g:
         matrix, names = g.embeddings()
@@ -104,7 +105,7 @@ def test_more_faces_for_a_known_person_and_faces_of_removed_people_are_deleted(w
         g.add_faces("ada", rows(2, seed=3))
         assert g.people() == [("ada", 3)]
         g.remove("ada")
-        assert g.face_count() == 0 and g.people() == []
+        assert g.face_count() == 0 and g.people() == [] and g.is_empty()
         assert len(g.embeddings()[0]) == 0
 
 

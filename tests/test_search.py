@@ -260,6 +260,39 @@ def test_a_writer_keeps_the_saved_index_in_step_so_readers_never_build_it(where,
         assert reader.index.mapped and len(reader._delta_ids) + len(reader._gone) <= 40
 
 
+def test_exact_search_over_many_faces_is_saved_flat_and_mapped_by_readers(where, monkeypatch):
+    monkeypatch.setattr(search, "SAVED_EXACT_ROWS", 200)
+    monkeypatch.setattr(search, "_DELTA_ROWS", 30)
+    faces, queries = clustered(60, 5, 80)
+    with open_gallery(where, "toy", "fp", DIM) as gallery:
+        writer = GalleryIndex(gallery, persist=True)
+        gallery.on_change(writer.written)
+        for person in range(50):
+            gallery.add_faces(f"p{person}", faces[5 * person : 5 * person + 5])
+    saved, stamp = FaissIndex.load(gallery.index_path)
+    assert saved.kind == "flat" and saved.approximate and stamp["rows"] > 200
+
+    def no_snapshot(self):
+        raise AssertionError("a reader of a saved base reads the changes, not every face")
+
+    with open_gallery(where, "toy", "fp", DIM) as gallery:
+        reader = GalleryIndex(gallery, persist=True)
+        with monkeypatch.context() as patched:
+            patched.setattr(type(gallery), "snapshot", no_snapshot)
+            distances, found = reader.search(queries, 3)
+        assert reader.index.mapped and reader.index.kind == "flat"
+        snapshot = gallery.snapshot()
+        exact_d, exact = ExactIndex(snapshot.matrix).search(queries, 3)
+        np.testing.assert_array_equal(found, snapshot.ids[exact])
+        np.testing.assert_allclose(distances, exact_d, rtol=1e-6, atol=1e-7)
+        # Grown past the faces it may hold beside the base: compacted in place, still flat.
+        for person in range(50, 60):
+            gallery.add_faces(f"p{person}", faces[5 * person : 5 * person + 5])
+        gallery.remove("p1")
+        _check_against_exact(reader, gallery, queries)
+        assert reader.index.kind == "flat" and len(reader.index) == gallery.face_count()
+
+
 def test_saved_index_of_another_gallery_or_damaged_or_stale_is_rebuilt(tmp_path):
     faces, queries = clustered(30, 4, 20)
     first, second = tmp_path / "a.db", tmp_path / "b.db"

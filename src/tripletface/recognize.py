@@ -331,7 +331,7 @@ class FaceRecognizer:
                 yield item.path, error
 
     def _enrolled(self) -> None:
-        if self.gallery.face_count() == 0:
+        if self.gallery.is_empty():
             raise GalleryError(
                 f"{self.gallery.path} is empty: enroll someone first "
                 "(tripletface enroll NAME PHOTO)"

@@ -5,12 +5,14 @@ Euclidean distances, ascending, and the rows of the N x D gallery matrix they be
 ids the rows were given; k is cut to N). ``ExactIndex`` is one matrix product per batch of probes
 and agrees with brute force; ``FaissIndex`` is an inverted file (IVF; Jégou et al. 2011, "Product
 quantization for nearest neighbor search") that compares a probe only with the faces in the few
-cells nearest to it, storing them whole or, for tens of millions, product-quantised (IVF-PQ).
+cells nearest to it, storing them whole or, for tens of millions, product-quantised (IVF-PQ);
+or, saved in place of an exact search, a flat list compared whole (its ranking re-done exactly).
 
 ``GalleryIndex`` keeps one in step with a gallery: a *base* index saved beside it (written by
 whichever process builds or compacts it, opened memory-mapped by the others, never rewritten per
 change) plus the gallery's changes since the base's generation, read from its change log and held
-in memory; the base is compacted once those changes reach 5% of it.
+in memory; the base is compacted once those changes reach 10,000 faces or 1% of it, by the
+readers that find them, and by each writer once its own changes do (``written``).
 """
 
 import hashlib
@@ -41,6 +43,10 @@ _SAMPLES_PER_CELL = 40
 # Bytes of float32 distances one chunk of probes may hold (probes x N).
 _CHUNK_BYTES = 64 << 20
 
+#: From this many faces an exact base is saved (as a flat FAISS index) rather than read from
+#: the gallery by every process: 20,000 faces read in ~50 ms, 100,000 in ~0.3 s.
+SAVED_EXACT_ROWS = 20_000
+
 #: From this many faces "auto" product-quantises them (IVF-PQ, PQ_BYTES bytes a face): whole
 #: float32 faces would take 512 bytes each, 5 GB at 10M (bench/gallery_scale.py).
 AUTO_PQ_ROWS = 4_000_000
@@ -52,8 +58,11 @@ _PQ_SAMPLES = 65_536
 # Candidates a product-quantised base proposes beyond k, re-ranked by their exact distances.
 _RERANKED = 16
 
-# Changes held in memory beside the base before it is compacted: at least this many, or 5%.
+# Changes held in memory beside the base before it is compacted: at least this many, or 1 in
+# _DELTA_SHARE of the base. Every reader reads them from the change log (10,000 take ~40 ms), and
+# every compaction rewrites the saved base (500 MB at 1M faces): this balances the two.
 _DELTA_ROWS = 10_000
+_DELTA_SHARE = 100
 
 # Face names remembered by FaceNames before it forgets them all.
 _NAMES_KEPT = 100_000
@@ -162,13 +171,21 @@ class FaissIndex:
     (bench/gallery_search.py).
     """
 
-    def __init__(self, embeddings, ids=None, seed: int = 0, pq: int | None = None):
+    def __init__(
+        self, embeddings, ids=None, seed: int = 0, pq: int | None = None, flat: bool = False
+    ):
         faiss = _faiss()
         matrix = _matrix(embeddings, "gallery embeddings")
         ids = _ids(ids, len(matrix))
         if len(matrix) == 0:
             raise InputError("a FAISS index needs at least one embedding: enroll someone first")
         self.trained_rows = len(matrix)
+        self.mapped = False
+        if flat:
+            # Every face compared (no cells): what a saved exact search is.
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatL2(matrix.shape[1]))
+            self.add(matrix, ids)
+            return
         cells = int(np.clip(2 * np.sqrt(len(matrix)), 1, max(1, len(matrix) // _SAMPLES_PER_CELL)))
         if pq is None:
             quantizer = faiss.IndexFlatL2(matrix.shape[1])
@@ -188,11 +205,12 @@ class FaissIndex:
         # 1 cell in 12: 99.7% top-1 agreement with exact search at 1M faces, 1 in 32 only 98.3%.
         self._index.nprobe = min(cells, max(32, cells // 12))
         self._graph_wide()
-        self.mapped = False
         self.add(matrix, ids)
 
     def _graph_wide(self) -> None:
         """Let a graph (HNSW) quantizer return every cell asked for: it stops at efSearch."""
+        if self.kind == "flat":
+            return
         quantizer = _faiss().downcast_index(self._index.quantizer)
         if hasattr(quantizer, "hnsw"):
             quantizer.hnsw.efSearch = max(quantizer.hnsw.efSearch, self._index.nprobe)
@@ -205,9 +223,19 @@ class FaissIndex:
         return self._index.d
 
     @property
+    def kind(self) -> str:
+        """'flat' (every face compared), 'faiss' (IVF, whole faces) or 'faiss-pq' (IVF-PQ)."""
+        faiss = _faiss()
+        if isinstance(self._index, faiss.IndexIDMap2):
+            return "flat"
+        return "faiss" if isinstance(self._index, faiss.IndexIVFFlat) else "faiss-pq"
+
+    @property
     def approximate(self) -> bool:
-        """Are the distances approximate (product-quantised faces)?"""
-        return not isinstance(self._index, _faiss().IndexIVFFlat)
+        """Are the distances to be recomputed exactly? Product-quantised faces, and flat ones
+        (FAISS ranks them by ||q||^2 + ||g||^2 - 2 q.g in float32, so ExactIndex's exactness
+        comes from re-ranking a few more candidates)."""
+        return self.kind != "faiss"
 
     def add(self, embeddings, ids) -> None:
         """Add N x D rows with N ids not already in the index."""
@@ -225,7 +253,7 @@ class FaissIndex:
         k = min(k, len(self))
         distances, found = self._index.search(queries, k)
         short = (found < 0).any(axis=1)
-        if short.any():
+        if short.any() and self.kind != "flat":
             # The probed cells held fewer than k faces: look in every cell for these probes.
             nprobe = self._index.nprobe
             self._index.nprobe = self._index.nlist
@@ -316,6 +344,15 @@ def _kind(kind: str, rows: int) -> str:
     return kind
 
 
+def _saved_kind(kind: str, rows: int) -> str:
+    """The kind of a base saved beside a gallery: exact search over more than SAVED_EXACT_ROWS
+    faces is saved as a flat FAISS index, so that readers map it rather than read every face."""
+    chosen = _kind(kind, rows)
+    if chosen == "exact" and rows >= SAVED_EXACT_ROWS and faiss_available():
+        return "flat"
+    return chosen
+
+
 def build_index(embeddings, kind: str = "auto", ids=None) -> ExactIndex | FaissIndex:
     """An index over N x D embeddings; 'auto' is FAISS from AUTO_FAISS_ROWS rows if installed."""
     matrix = _matrix(embeddings, "gallery embeddings")
@@ -384,8 +421,8 @@ class GalleryIndex:
         if self._unsaved <= self._delta_limit():
             return
         self._unsaved = 0
-        # Below the FAISS size nothing is saved: readers search the faces read in one pass.
-        if _kind(self.kind, self.gallery.face_count()) != "exact":
+        # Below SAVED_EXACT_ROWS nothing is saved: readers search the faces read in one pass.
+        if self._base_kind(self.gallery.face_count()) != "exact":
             self.refresh()
             self._unsaved = len(self._delta_ids) + len(self._gone)
 
@@ -459,13 +496,19 @@ class GalleryIndex:
         self.faces = len(snapshot.ids)
         self._set_base(snapshot.matrix, snapshot.ids)
 
+    def _base_kind(self, rows: int) -> str:
+        """The kind of base for this many faces: 'exact' (in memory), 'flat', 'faiss' or
+        'faiss-pq' (saved if persisting)."""
+        return _saved_kind(self.kind, rows) if self.path is not None else _kind(self.kind, rows)
+
     def _set_base(self, matrix: np.ndarray, ids: np.ndarray) -> None:
         """A new base over these faces (of ``self.generation``), saved if persisting."""
-        kind = _kind(self.kind, len(ids))
+        kind = self._base_kind(len(ids))
         if kind == "exact" or len(ids) == 0:
             self.index, self._base_ids = ExactIndex(matrix), ids
         else:
-            self.index = FaissIndex(matrix, ids, pq=PQ_BYTES if kind == "faiss-pq" else None)
+            pq = PQ_BYTES if kind == "faiss-pq" else None
+            self.index = FaissIndex(matrix, ids, pq=pq, flat=kind == "flat")
             self._base_ids = None
             self._save()
 
@@ -487,14 +530,19 @@ class GalleryIndex:
         return True
 
     def _delta_limit(self) -> int:
-        """Changes held beside the base before it is compacted: _DELTA_ROWS, or 5% of the base."""
-        return max(_DELTA_ROWS, 0 if self.index is None else len(self.index) // 20)
+        """Changes held beside the base before it is compacted: _DELTA_ROWS, or 1% of the base."""
+        return max(_DELTA_ROWS, 0 if self.index is None else len(self.index) // _DELTA_SHARE)
 
     def _compact(self) -> None:
         """Fold the changes into a new base (a new FAISS index if the gallery outgrew its cells)."""
         index = self.index
-        fits = isinstance(index, FaissIndex) and 0.25 <= self.faces / index.trained_rows <= 4
-        if fits and _kind(self.kind, self.faces) != "exact":
+        fits = (
+            isinstance(index, FaissIndex)
+            and index.kind == self._base_kind(self.faces)
+            # An IVF index's cells fit the faces it was trained on, up to 4 times as many.
+            and (index.kind == "flat" or 0.25 <= self.faces / index.trained_rows <= 4)
+        )
+        if fits:
             if index.mapped:
                 loaded = self._load(mmap=False)
                 same = loaded is not None and loaded[1]["generation"] == self._base_generation

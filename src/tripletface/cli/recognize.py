@@ -275,9 +275,7 @@ def verify(args) -> int:
 
 
 def remove(args) -> int:
-    rec = _recognizer(args)
-    faces = dict(rec.people()).get(args.name, 0)
-    rec.remove(args.name)
+    faces = _recognizer(args).remove(args.name)
     print(f"removed {args.name} ({faces} faces)")
     return 0
 
@@ -287,8 +285,8 @@ def people(args) -> int:
     if args.json:
         print(json.dumps([{"name": name, "faces": n} for name, n in listing]))
     else:
-        for name, n in listing:
-            print(f"{name}\t{n}")
+        # One write: a gallery of a million faces may list a hundred thousand people.
+        sys.stdout.write("".join(f"{name}\t{n}\n" for name, n in listing))
     return 0
 
 

@@ -409,6 +409,10 @@ class BaseGallery:
         """Number of enrolled faces."""
         return int(self._value("SELECT COUNT(*) FROM faces"))
 
+    def is_empty(self) -> bool:
+        """No face enrolled? (One row looked at, where face_count counts them all.)"""
+        return not self._rows("SELECT 1 FROM faces LIMIT 1")
+
     def faces_of(self, name: str) -> np.ndarray:
         """The N x D embeddings of one person (N = 0 if not enrolled), by face id."""
         rows = self._rows(
@@ -478,18 +482,24 @@ class BaseGallery:
             )
         return np.frombuffer(joined, dtype="<f4").astype(np.float32).reshape(-1, self.embedding_dim)
 
-    def _faces_where(self, condition: str, params: tuple) -> tuple[np.ndarray, ...]:
-        """(ids, person ids, N x D) of the faces matching ``condition``, read in chunks by id."""
+    def _faces_where(
+        self, condition: str, params: tuple, by_generation: bool = False
+    ) -> tuple[np.ndarray, ...]:
+        """(ids, person ids, N x D) of the faces matching ``condition``, by ascending id, read in
+        chunks by id, or with ``by_generation`` by (generation, id): a condition on the
+        generation then walks its index, not every face in the table."""
         count = int(self._value(f"SELECT COUNT(*) FROM faces WHERE {condition}", params))
         ids = np.empty(count, dtype=np.int64)
         persons = np.empty(count, dtype=np.int64)
         matrix = np.empty((count, self.embedding_dim), dtype=np.float32)
-        done, last = 0, -1
+        key = "generation, id" if by_generation else "id"
+        after = "(generation, id) > (?, ?)" if by_generation else "id > ?"
+        done, last = 0, (-1, -1) if by_generation else (-1,)
         while done < count:
             rows = self._rows(
-                f"SELECT id, person_id, embedding FROM faces WHERE {condition} AND id > ?"
-                f" ORDER BY id LIMIT {_CHUNK}",
-                (*params, last),
+                f"SELECT id, person_id, embedding, generation FROM faces WHERE {condition}"
+                f" AND {after} ORDER BY {key} LIMIT {_CHUNK}",
+                (*params, *last),
             )
             if not rows or done + len(rows) > count:
                 break
@@ -497,10 +507,14 @@ class BaseGallery:
             ids[part] = [row[0] for row in rows]
             persons[part] = [row[1] for row in rows]
             matrix[part] = self._matrix([row[2] for row in rows])
-            done, last = done + len(rows), rows[-1][0]
+            done = done + len(rows)
+            last = (rows[-1][3], rows[-1][0]) if by_generation else (rows[-1][0],)
         if done != count:
             raise GalleryError(f"{self.location} changed its faces inside a read transaction")
-        return ids, persons, matrix
+        if not by_generation:
+            return ids, persons, matrix
+        order = np.argsort(ids)
+        return ids[order], persons[order], matrix[order]
 
     def snapshot(self) -> Snapshot:
         """All enrolled faces by ascending id; cached until the gallery's generation moves.
@@ -525,7 +539,7 @@ class BaseGallery:
         """Faces added and removed after generation ``since``, read in one transaction."""
         with self._transaction(write=False):
             generation = self.generation
-            ids, _, matrix = self._faces_where("generation > ?", (since,))
+            ids, _, matrix = self._faces_where("generation > ?", (since,), by_generation=True)
             removed = self._rows(
                 "SELECT face_id, added FROM removed WHERE generation > ? ORDER BY face_id",
                 (since,),
