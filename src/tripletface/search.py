@@ -183,7 +183,7 @@ class FaissIndex:
         self.mapped = False
         if flat:
             # Every face compared (no cells): what a saved exact search is.
-            self._index = faiss.IndexIDMap2(faiss.IndexFlatL2(matrix.shape[1]))
+            self._index = faiss.IndexIDMap(faiss.IndexFlatL2(matrix.shape[1]))
             self.add(matrix, ids)
             return
         cells = int(np.clip(2 * np.sqrt(len(matrix)), 1, max(1, len(matrix) // _SAMPLES_PER_CELL)))
@@ -226,7 +226,7 @@ class FaissIndex:
     def kind(self) -> str:
         """'flat' (every face compared), 'faiss' (IVF, whole faces) or 'faiss-pq' (IVF-PQ)."""
         faiss = _faiss()
-        if isinstance(self._index, faiss.IndexIDMap2):
+        if isinstance(self._index, faiss.IndexIDMap):
             return "flat"
         return "faiss" if isinstance(self._index, faiss.IndexIVFFlat) else "faiss-pq"
 
