@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from tripletface import search
-from tripletface.errors import InputError
+from tripletface.errors import GalleryUnavailable, InputError
 from tripletface.gallery import Gallery, open_gallery
 from tripletface.search import ExactIndex, FaissIndex, GalleryIndex, build_index
 
@@ -258,6 +258,21 @@ def test_a_writer_keeps_the_saved_index_in_step_so_readers_never_build_it(where,
         reader = GalleryIndex(gallery, persist=True)
         _check_against_exact(reader, gallery, queries)
         assert reader.index.mapped and len(reader._delta_ids) + len(reader._gone) <= 40
+
+
+def test_a_database_gone_after_the_commit_does_not_fail_the_write(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "_DELTA_ROWS", 4)
+    monkeypatch.setattr(search, "SAVED_EXACT_ROWS", 1)
+
+    def gone(self):
+        raise GalleryUnavailable("the database went away")
+
+    monkeypatch.setattr(GalleryIndex, "refresh", gone)
+    faces, _ = clustered(2, 5, 1)
+    with Gallery(tmp_path / "people.db", "toy", "fp", DIM) as gallery:
+        gallery.on_change(GalleryIndex(gallery, persist=True).written)
+        ids = gallery.add_faces("ada", faces[:5]) + gallery.add_faces("bob", faces[5:])
+        assert gallery.face_count() == len(ids) == 10
 
 
 def test_exact_search_over_many_faces_is_saved_flat_and_mapped_by_readers(where, monkeypatch):

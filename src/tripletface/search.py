@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tripletface.errors import InputError
+from tripletface.errors import GalleryUnavailable, InputError
 from tripletface.gallery import BaseGallery
 
 #: Galleries with at least this many faces get a FAISS index under kind="auto" (when installed).
@@ -421,10 +421,13 @@ class GalleryIndex:
         if self._unsaved <= self._delta_limit():
             return
         self._unsaved = 0
-        # Below SAVED_EXACT_ROWS nothing is saved: readers search the faces read in one pass.
-        if self._base_kind(self.gallery.face_count()) != "exact":
-            self.refresh()
-            self._unsaved = len(self._delta_ids) + len(self._gone)
+        # The change is committed already: a database gone now must not make it look failed.
+        # Whoever reads next catches up from the change log, as after any other writer.
+        with suppress(GalleryUnavailable):
+            # Below SAVED_EXACT_ROWS nothing is saved: readers search the faces read at once.
+            if self._base_kind(self.gallery.face_count()) != "exact":
+                self.refresh()
+                self._unsaved = len(self._delta_ids) + len(self._gone)
 
     def search(self, queries, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(Q x k squared Euclidean distances, Q x k face ids), at the latest state."""
