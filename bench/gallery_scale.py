@@ -68,8 +68,9 @@ def clustered(persons: int, seed: int) -> np.ndarray:
     return faces / np.linalg.norm(faces, axis=1, keepdims=True)
 
 
-def run(command: list[str]) -> tuple[float, float, int]:
-    """(seconds, peak resident MB, exit code) of one process, as a user starts it."""
+def run(command: list[str]) -> tuple[float, float, int, float]:
+    """(seconds, peak resident MB, exit code, CPU seconds with its workers) of one process, as
+    a user starts it."""
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(child.pid, 0)
@@ -79,7 +80,7 @@ def run(command: list[str]) -> tuple[float, float, int]:
     child.stderr.close()
     if child.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(map(str, command))} failed ({child.returncode}): {error}")
-    return seconds, usage.ru_maxrss / 1024, child.returncode
+    return seconds, usage.ru_maxrss / 1024, child.returncode, usage.ru_utime + usage.ru_stime
 
 
 def machine() -> str:
@@ -123,7 +124,7 @@ def build_sqlite(size: int) -> Path:
     for stale in (tmp, Path(f"{tmp}.faiss"), Path(f"{path}.faiss")):
         stale.unlink(missing_ok=True)
     copy_gallery(base, tmp)  # the 40 ORL persons (a file copy could miss what is in the WAL)
-    seconds, peak, code = run(
+    seconds, peak, code, _ = run(
         [sys.executable, __file__, "--import-into", tmp, "--sizes", str(size)]
     )
     if code != 0:
@@ -160,6 +161,7 @@ def sqlite_part() -> None:
     galleries = {size: build_sqlite(size) for size in args.sizes}
     orl = args.orl.resolve()
     probe, other = str(orl / "s1" / "05.png"), str(orl / "s2" / "06.png")
+    run([PROGRAM, "identify", probe, "--gallery", galleries[args.sizes[0]]])  # warm-up
     first = {
         size: run([PROGRAM, "identify", probe, "--gallery", path])
         for size, path in galleries.items()
@@ -174,26 +176,31 @@ def sqlite_part() -> None:
     }
     times = {(size, name): [] for size in galleries for name in commands}
     memory = {(size, name): [] for size in galleries for name in commands}
+    cpus = {(size, name): [] for size in galleries for name in commands}
     for r in range(args.rounds):
         for size, path in galleries.items():
             for name, command in commands.items():
-                seconds, peak, _ = run(command(str(path), r))
+                seconds, peak, _, cpu = run(command(str(path), r))
                 times[size, name].append(seconds)
+                cpus[size, name].append(cpu)
                 memory[size, name].append(peak)
-    print(f"medians of {args.rounds} rounds, sizes and commands interleaved")
+    print(
+        f"medians of {args.rounds} rounds, sizes and commands interleaved: wall time, CPU time "
+        "(the command and its detection workers: steadier on a shared machine), peak memory"
+    )
     header = " | ".join(f"{size:,} faces" for size in galleries)
-    print(f"| command | {header} | ratio {args.sizes[-1]:,} / {args.sizes[0]} |")
-    print("|---|" + "---:|" * (len(galleries) + 1))
+    big, small = args.sizes[-1], args.sizes[0]
+    print(f"| command | {header} | ratio {big:,} / {small}, wall | CPU |")
+    print("|---|" + "---:|" * (len(galleries) + 2))
     for name in commands:
+        wall = {s: statistics.median(times[s, name]) for s in galleries}
+        cpu = {s: statistics.median(cpus[s, name]) for s in galleries}
         cells = [
-            f"{statistics.median(times[s, name]):.2f} s, {max(memory[s, name]):.0f} MB"
-            for s in galleries
+            f"{wall[s]:.2f} s, {cpu[s]:.2f} s, {max(memory[s, name]):.0f} MB" for s in galleries
         ]
-        ratio = statistics.median(times[args.sizes[-1], name]) / statistics.median(
-            times[args.sizes[0], name]
-        )
-        print(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
-    for size, (seconds, peak, _) in first.items():
+        ratios = f"{wall[big] / wall[small]:.2f}x | {cpu[big] / cpu[small]:.2f}x"
+        print(f"| {name} | " + " | ".join(cells) + f" | {ratios} |")
+    for size, (seconds, peak, _, _) in first.items():
         took, most = IMPORTS[size]
         print(
             f"{size:,} faces: the import took {took:.0f} s and {most:.0f} MB at most; the first "
