@@ -260,6 +260,37 @@ def test_a_writer_keeps_the_saved_index_in_step_so_readers_never_build_it(where,
         assert reader.index.mapped and len(reader._delta_ids) + len(reader._gone) <= 40
 
 
+def test_a_writer_closing_folds_in_an_import_but_not_one_enrolment(where, monkeypatch):
+    monkeypatch.setattr(search, "_DELTA_ROWS", 40)
+    monkeypatch.setattr(search, "AUTO_FAISS_ROWS", 100)
+    monkeypatch.setattr(search, "_FLUSH_ROWS", 10)
+    faces, queries = clustered(121, 5, 50)
+
+    def write(people: range, count: int) -> None:
+        with open_gallery(where, "toy", "fp", DIM) as gallery:
+            writer = GalleryIndex(gallery, persist=True)
+            gallery.on_change(writer.written)
+            gallery.on_close(writer.flush)
+            for person in people:
+                gallery.add_faces(f"p{person}", faces[5 * person : 5 * person + count])
+
+    def reader_delta() -> int:
+        with open_gallery(where, "toy", "fp", DIM) as gallery:
+            reader = GalleryIndex(gallery, persist=True)
+            _check_against_exact(reader, gallery, queries)
+            return len(reader._delta_ids) + len(reader._gone)
+
+    def saved() -> dict:
+        with open_gallery(where, "toy", "fp", DIM) as gallery:
+            return FaissIndex.load(gallery.index_path)[1]
+
+    write(range(120), 5)
+    imported = saved()
+    assert imported["rows"] == 600 and reader_delta() == 0
+    write(range(120, 121), 1)
+    assert saved() == imported and reader_delta() == 1
+
+
 def test_a_database_gone_after_the_commit_does_not_fail_the_write(tmp_path, monkeypatch):
     monkeypatch.setattr(search, "_DELTA_ROWS", 4)
     monkeypatch.setattr(search, "SAVED_EXACT_ROWS", 1)

@@ -211,6 +211,7 @@ class FaceRecognizer:
         )
         if gallery.writable:
             gallery.on_change(lambda faces: self.index.written(faces))
+            gallery.on_close(lambda: self.index.flush())
         return gallery
 
     @functools.cached_property

@@ -64,6 +64,10 @@ _RERANKED = 16
 _DELTA_ROWS = 10_000
 _DELTA_SHARE = 100
 
+# A writer's own changes folded in when it closes the gallery, if more than this many: one
+# enrolment does not rewrite the saved base, an import leaves none for readers to read.
+_FLUSH_ROWS = 1_000
+
 # Face names remembered by FaceNames before it forgets them all.
 _NAMES_KEPT = 100_000
 
@@ -428,6 +432,18 @@ class GalleryIndex:
             if self._base_kind(self.gallery.face_count()) != "exact":
                 self.refresh()
                 self._unsaved = len(self._delta_ids) + len(self._gone)
+
+    def flush(self) -> None:
+        """Fold this process's changes into the saved base now if more than _FLUSH_ROWS are
+        not in it (a listener for ``gallery.on_close``): after an import, readers read none."""
+        if self._unsaved <= _FLUSH_ROWS:
+            return
+        with suppress(GalleryUnavailable):
+            if self._base_kind(self.gallery.face_count()) != "exact":
+                self.refresh()
+                if len(self._delta_ids) + len(self._gone):
+                    self._compact()
+                self._unsaved = 0
 
     def search(self, queries, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(Q x k squared Euclidean distances, Q x k face ids), at the latest state."""

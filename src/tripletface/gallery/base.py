@@ -151,6 +151,7 @@ class BaseGallery:
         self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
         self._snapshot: Snapshot | None = None
         self._listeners: list[Callable[[int], None]] = []
+        self._closing: list[Callable[[], None]] = []
 
     # ---- what backends provide
 
@@ -163,7 +164,11 @@ class BaseGallery:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Close the database connection; the gallery cannot be used afterwards."""
+        """Run the ``on_close`` hooks, then close the database connection; the gallery cannot
+        be used afterwards."""
+        hooks, self._closing = self._closing, []
+        for hook in hooks:
+            hook()
         self._conn.close()
 
     def __enter__(self):
@@ -298,6 +303,10 @@ class BaseGallery:
         """Call ``listener(faces)`` after every change this object commits, with the number of
         faces it added or removed (a search index saved beside the gallery follows its writers)."""
         self._listeners.append(listener)
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` when this object is closed, before its connection is."""
+        self._closing.append(hook)
 
     def _changed(self, faces: int) -> None:
         for listener in self._listeners:

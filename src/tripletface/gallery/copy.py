@@ -40,7 +40,9 @@ def copy_gallery(
     ):
         if _same_place(src, dst):
             raise GalleryError(f"{dst.location} is {src.location} itself: nothing to copy")
-        dst.on_change(GalleryIndex(dst, persist=True).written)
+        index = GalleryIndex(dst, persist=True)
+        dst.on_change(index.written)
+        dst.on_close(index.flush)
         there = dict(dst.people())
         people = faces = skipped = 0
         total = src.face_count()
