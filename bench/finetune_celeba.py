@@ -12,7 +12,7 @@ the stem and the first ``--freeze`` stages frozen, a low learning rate. On the 9
 persons, before and after: 10-fold verification accuracy and TAR at FAR 1e-3 on 20,000 seeded
 balanced pairs, one-shot rank-1 (first photo enrolled). Mean and spread over the seeds.
 
-    python bench/finetune_celeba.py [--seeds 0 1 2] [--epochs 3] [--lr 1e-6] [--distill 1]
+    python bench/finetune_celeba.py [--seeds 0 1 2] [--epochs 3] [--lr 2e-6] [--distill 1]
 """
 
 import argparse
@@ -34,8 +34,8 @@ def arguments(
     description: str,
     seeds: tuple[int, ...] = (0, 1, 2),
     epochs: int = 3,
-    lr: float = 1e-6,
-    freeze: int = 0,
+    lr: float = 2e-6,
+    freeze: int = 3,
     distill: float = 1.0,
     conditions: tuple[str, ...] = (),
 ) -> argparse.Namespace:
@@ -54,7 +54,7 @@ def arguments(
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--p", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--every", type=int, default=25, help="steps between held-apart checks")
+    parser.add_argument("--every", type=int, default=40, help="steps between held-apart checks")
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--tolerance", type=float, default=0.01, help="clean TAR a run may lose")
     parser.add_argument("--threads", type=int, default=2)

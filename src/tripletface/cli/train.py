@@ -261,11 +261,11 @@ def run(args) -> int:
 
     config, encoder = _config(args), None
     _check_finetuning(args, config)
+    check_config(config)  # before the pretrained weights load; fine-tuning keeps it valid
     if args.pretrained and not args.resume:
         from tripletface.finetune import finetune_setup
 
         config, encoder = finetune_setup(config, args.freeze_stages, args.lr)
-    check_config(config)
     size = config.size or encoder_class(config.encoder).input_size[0]
     cache = args.cache or args.out / "faces.npz"
     dataset = _dataset(args.data, size, config.encoder, cache, not args.quiet, args.face)
