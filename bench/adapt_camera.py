@@ -13,7 +13,7 @@ early stopping on held-apart persons' pairs in the condition, refusing weights t
 than ``--tolerance`` of TAR on their clean photos. Goal: recover at least half of what the
 condition costs, lose at most 0.5 points of verification on clean photos.
 
-    python bench/adapt_camera.py [--seeds 0] [--epochs 3] [--freeze 1] [--lr 2e-6] [--distill 1]
+    python bench/adapt_camera.py [--seeds 0] [--epochs 5] [--freeze 1] [--lr 2e-6] [--distill 1]
 """
 
 import hashlib
@@ -49,7 +49,7 @@ def changed_chips(faces: ChipSet, condition: str) -> ChipSet:
 
 
 def main() -> None:
-    args = arguments(__doc__.splitlines()[0], seeds=(0,), epochs=3, freeze=1, conditions=CONDITIONS)
+    args = arguments(__doc__.splitlines()[0], seeds=(0,), epochs=5, freeze=1, conditions=CONDITIONS)
     torch.set_num_threads(args.threads)
     print(machine())
     start = time.perf_counter()

@@ -110,7 +110,8 @@ def tune(args, seed: int, known: ChipSet, condition=None, changed: ChipSet | Non
     )
     run = result.run
     print(
-        f"  seed {seed}: {run.step} steps of {config.p} x {config.k} ({run.epoch} epochs) in "
+        f"  seed {seed}: {run.step} steps of {config.p} x {config.k} (in epoch {run.epoch + 1} "
+        f"of {config.epochs}) in "
         f"{run.seconds:.0f} s, {config.optimizer} lr {config.lr}, frozen {config.freeze}, "
         f"distill {config.distill}, pull {args.pull}, augment {config.augment}; held-apart TAR "
         + ", ".join(f"{step}: {100 * score:.2f}%" for step, score in result.scores)
