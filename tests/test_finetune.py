@@ -295,6 +295,7 @@ def test_cli_adapts_to_a_camera_with_held_apart_persons_and_distillation(tmp_pat
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     config = summary["config"]
     assert (config["held_apart"], config["condition"], config["distill"]) == (2, "low-resolution", 1)
+    assert config["augment"] is False and config["lr"] == FINETUNE_LR
     assert [step for step, _ in summary["held_apart_scores"]] == [0, 1, 2]
     assert summary["kept_step"] in (0, 1, 2) and summary["best"] == str(run / "best.pt")
     kept = load_encoder(run / "best.pt")

@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     length.add_argument("--steps", type=int, help="optimizer steps (1000)")
     length.add_argument("--epochs", type=int, help="passes over the data instead of --steps")
     p.add_argument("--optimizer", default="adam", help="adam or sgd (adam)")
-    p.add_argument("--lr", type=float, help="learning rate (1e-3; 1e-4 with --pretrained)")
+    p.add_argument("--lr", type=float, help="learning rate (1e-3; 2e-6 with --pretrained)")
     p.add_argument("--schedule", default="cosine", help="cosine, step or constant (cosine)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="(0)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
@@ -64,7 +64,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
-        help="random flips and shifts (default: on for folders, off for synthetic)",
+        help="random flips and shifts (default: on for folders, off for synthetic faces and "
+        "with --pretrained: aligned chips need no shifts, and distillation targets are of the "
+        "chips as they are)",
     )
     p.add_argument(
         "--pretrained",
@@ -175,9 +177,8 @@ def _config(args):
     if args.steps is None and args.epochs is None:
         given["steps"] = TrainConfig.steps
     given["out"] = str(args.out)
-    given["augment"] = (
-        args.augment if args.augment is not None else not SYNTHETIC.fullmatch(args.data)
-    )
+    default = not SYNTHETIC.fullmatch(args.data) and not args.pretrained
+    given["augment"] = args.augment if args.augment is not None else default
     return TrainConfig(**given)
 
 
