@@ -110,7 +110,7 @@ def test_conditions_on_chips_draw_a_camera_per_chip_from_the_seed(chip):
         assert np.array_equal(out, low_resolution(original, chip_face_width(), pixels, quality))
     assert not np.array_equal(changed[0], changed[2])
     assert set(CONDITIONS) == {"low-resolution", "mask"}
-    with pytest.raises(InputError, match="unknown camera condition 'blur'.*low-resolution, mask"):
+    with pytest.raises(InputError, match=r"unknown camera condition 'blur'.*low-resolution, mask"):
         on_chips("blur", chips)
     with pytest.raises(InputError, match="N x S x S x 3"):
         on_chips("mask", chips[0])

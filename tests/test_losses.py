@@ -221,9 +221,7 @@ def test_distillation_is_the_mean_squared_distance_to_the_targets(rows, dim, see
     generator = torch.Generator().manual_seed(seed)
     embeddings = torch.randn(rows, dim, generator=generator, dtype=torch.float64)
     targets = torch.randn(rows, dim, generator=generator, dtype=torch.float64)
-    terms = [
-        sum((embeddings[i, j] - targets[i, j]) ** 2 for j in range(dim)) for i in range(rows)
-    ]
+    terms = [sum((embeddings[i, j] - targets[i, j]) ** 2 for j in range(dim)) for i in range(rows)]
     got = distillation_loss(embeddings, targets, reduction="none")
     assert got.tolist() == pytest.approx([float(t) for t in terms])
     assert float(distillation_loss(embeddings, targets, "sum")) == pytest.approx(float(sum(terms)))
