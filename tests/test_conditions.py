@@ -7,11 +7,15 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from tripletface.data.conditions import (
+    CONDITIONS,
+    LOW_RESOLUTION_PIXELS,
+    LOW_RESOLUTION_QUALITY,
     MASK_COLOUR,
     chip_face_width,
     face_mask,
     low_resolution,
     mask_polygon,
+    on_chips,
 )
 from tripletface.errors import InputError
 from tripletface.faces.align import TEMPLATE_5, chip_landmarks, face_chips
@@ -87,3 +91,26 @@ def test_the_mask_is_the_polygon_drawn(chip):
     assert np.array_equal(face_mask(chip, points), np.asarray(expected))
     with pytest.raises(InputError, match="5 x 2"):
         face_mask(chip, points[:4])
+
+
+def test_conditions_on_chips_draw_a_camera_per_chip_from_the_seed(chip):
+    chips = np.stack([chip, chip[:, ::-1], chip])
+    masked = on_chips("mask", chips)
+    for original, out in zip(chips, masked, strict=True):
+        assert np.array_equal(out, face_mask(original, chip_landmarks()))
+
+    changed = on_chips("low-resolution", chips, seed=3)
+    assert changed.shape == chips.shape and changed.dtype == np.uint8
+    assert np.array_equal(changed, on_chips("low-resolution", chips, seed=3))
+    # The same chip twice gets two cameras of its own: the draws of the seeded generator.
+    rng = np.random.default_rng(3)
+    for original, out in zip(chips, changed, strict=True):
+        pixels = rng.uniform(*LOW_RESOLUTION_PIXELS)
+        quality = int(rng.integers(LOW_RESOLUTION_QUALITY[0], LOW_RESOLUTION_QUALITY[1] + 1))
+        assert np.array_equal(out, low_resolution(original, chip_face_width(), pixels, quality))
+    assert not np.array_equal(changed[0], changed[2])
+    assert set(CONDITIONS) == {"low-resolution", "mask"}
+    with pytest.raises(InputError, match=r"unknown camera condition 'blur'.*low-resolution, mask"):
+        on_chips("blur", chips)
+    with pytest.raises(InputError, match="N x S x S x 3"):
+        on_chips("mask", chips[0])

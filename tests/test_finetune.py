@@ -7,6 +7,7 @@ recognition; bench/orl_finetune.py does, on real identities.
 import json
 import shlex
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -214,3 +215,118 @@ def test_held_apart_score_is_the_tar_over_all_pairs():
             same.append(held.labels[i] == held.labels[j])
     expected, _ = metrics.val_at_far(np.array(distances), np.array(same), 0.1)
     assert held_apart_score(model, held, far=0.1) == pytest.approx(expected)
+
+
+def test_held_apart_persons_are_drawn_by_the_seed_and_leave_persons_to_train():
+    from tripletface.finetune import held_apart_persons
+
+    chips = small_chipset(persons=6)
+    held = held_apart_persons(chips, 2, seed=4)
+    assert len(held) == 2 and set(held) <= set(chips.classes)
+    assert held == held_apart_persons(chips, 2, seed=4)
+    assert len({tuple(held_apart_persons(chips, 2, seed)) for seed in range(8)}) > 1
+    for count in (1, 5):
+        with pytest.raises(InputError, match=f"cannot hold {count} of 6 persons apart"):
+            held_apart_persons(chips, count, seed=0)
+
+
+def test_guarded_score_refuses_weights_that_forget_the_clean_chips():
+    from tripletface.finetune import guarded_score, held_apart_score
+
+    clean, changed = small_chipset(3, 3), small_chipset(3, 3, seed=2)
+    torch.manual_seed(0)
+    model = CompactNet(input_size=32, width=8)
+    on_clean = held_apart_score(model, clean, far=0.1)
+    expected = held_apart_score(model, changed, far=0.1)
+    assert guarded_score(model, changed, clean, on_clean, far=0.1) == expected
+    assert guarded_score(model, changed, clean, on_clean + 1e-9, far=0.1) == -np.inf
+
+
+@pytest.mark.filterwarnings("ignore:embeddings collapsed:RuntimeWarning")
+def test_finetune_chips_trains_on_both_versions_toward_the_clean_embeddings(monkeypatch):
+    from tripletface import finetune as module
+
+    chips = small_chipset(persons=6, per_person=3, size=64)
+    calls = []
+    real = module.finetune
+
+    def recorded(config, train, encoder, held, every, patience, pull, score, progress, targets):
+        calls.append((train, held, score, targets))
+        return real(config, train, encoder, held, every, patience, pull, score, progress, targets)
+
+    monkeypatch.setattr(module, "finetune", recorded)
+    torch.manual_seed(0)
+    model = CompactNet(input_size=64, width=4)
+    model.chip_padding = 0.25  # a stand-in for dlib-resnet: the mask is drawn on its chips
+    config = TrainConfig(
+        encoder="compact", p=2, k=2, steps=2, seed=0, distill=1.0, condition="mask", held_apart=2
+    )
+    start = module.unit_embeddings(model, chips)
+    result = module.finetune_chips(config, chips, model, every=1, patience=5)
+    ((train, held, score, targets),) = calls
+    held_names = module.held_apart_persons(chips, 2, 0)
+    assert sorted(held.classes) == held_names and not set(train.classes) & set(held_names)
+    assert result.trained_on is train and result.run.step == 2
+    # Every training photo twice: clean, then masked; both aim at the clean photo's embedding.
+    kept = [i for i, label in enumerate(chips.labels) if chips.classes[label] in train.classes]
+    assert len(train) == 2 * len(kept)
+    assert torch.equal(train.chips[: len(kept)], chips.chips[kept])
+    assert not torch.equal(train.chips[len(kept) :], chips.chips[kept])
+    assert torch.equal(targets, torch.cat([start[kept], start[kept]]))
+    # Early stopping scores the masked held-apart chips, guarded by their clean versions.
+    assert score.func is module.guarded_score
+    assert not torch.equal(held.chips, score.keywords["clean"].chips)
+    assert [step for step, _ in result.scores] == [0, 1, 2]
+    with pytest.raises(InputError, match="changed chips need"):
+        module.finetune_chips(replace(config, condition=None), chips, model, changed=chips)
+
+
+@pytest.mark.filterwarnings("ignore:embeddings collapsed:RuntimeWarning")
+@pytest.mark.slow  # detects 12 faces and fine-tunes dlib-resnet's head through the CLI: ~10 s
+def test_cli_adapts_to_a_camera_with_held_apart_persons_and_distillation(tmp_path, capsys):
+    root = tmp_path / "photos"
+    write_photos(root, persons=4)
+    run = tmp_path / "run"
+    args = ["train", str(root), "--out", str(run), "--encoder", "dlib-resnet", "--pretrained"]
+    args += shlex.split(
+        "--freeze 5 --steps 2 --p 2 --k 2 --strategy all --threads 1 --quiet --json "
+        "--held-apart 2 --condition low-resolution --distill 1 --every 1 --patience 5"
+    )
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    config = summary["config"]
+    assert config["held_apart"] == 2 and config["condition"] == "low-resolution"
+    assert config["distill"] == 1
+    assert config["augment"] is False and config["lr"] == FINETUNE_LR
+    assert [step for step, _ in summary["held_apart_scores"]] == [0, 1, 2]
+    assert summary["kept_step"] in (0, 1, 2) and summary["best"] == str(run / "best.pt")
+    kept = load_encoder(run / "best.pt")
+    assert isinstance(kept, DlibResNet) and kept.normalized
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and float(rows[1].split(",")[3]) > 0  # the distillation column
+
+    # Bad values, each a one-line error (the cached chips spare a second detection).
+    cache = ["--cache", str(run / "faces.npz")]
+    for extra, message in (
+        (["--held-apart", "3"], "cannot hold 3 of 4 persons apart"),
+        (["--condition", "fog"], "unknown camera condition 'fog'"),
+        (["--distill", "-1"], "distill = -1.0 must be >= 0"),
+        (["--held-apart", "2", "--every", "0"], "--every 0 and --patience 3 must be >= 1"),
+        (["--condition", "mask", "--tolerance", "2"], "--tolerance 2.0"),
+    ):
+        other = ["train", str(root), "--out", str(tmp_path / "bad"), "--encoder", "dlib-resnet"]
+        assert main([*other, "--pretrained", "--quiet", *cache, *extra]) == 2, extra
+        last = capsys.readouterr().err.splitlines()[-1]  # after the chips' summary line
+        assert last.startswith("tripletface: error: ") and message in last, (extra, last)
+    assert main(["train", str(root), "--out", str(run), "--resume", "--quiet"]) == 2
+    assert "do not resume" in capsys.readouterr().err
+
+
+def test_cli_fine_tuning_options_need_pretrained_weights_and_photos(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "run"), "--quiet"]
+    for extra in (["--distill", "1"], ["--condition", "mask"], ["--held-apart", "3"]):
+        assert main(["train", "synthetic:4x2", *out, *extra]) == 2
+        assert "add --pretrained" in capsys.readouterr().err
+    dlib = ["--encoder", "dlib-resnet", "--pretrained", "--held-apart", "2", "--steps", "1"]
+    assert main(["train", "synthetic:4x2", *out, *dlib]) == 2
+    assert "not on synthetic faces" in capsys.readouterr().err

@@ -13,7 +13,13 @@ from test_mining import batches
 
 from tripletface.distances import KINDS, paired_distances
 from tripletface.errors import InputError
-from tripletface.losses import TripletLoss, TripletStats, batch_triplet_loss, triplet_loss
+from tripletface.losses import (
+    TripletLoss,
+    TripletStats,
+    batch_triplet_loss,
+    distillation_loss,
+    triplet_loss,
+)
 from tripletface.mining import STRATEGIES, mine_triplets
 
 
@@ -204,3 +210,33 @@ def test_module_is_the_function_with_its_stats_kept():
     assert module.last_stats == stats
     with pytest.raises(InputError, match="strategy"):
         TripletLoss(strategy="hardest")
+
+
+@given(
+    rows=st.integers(0, 6),
+    dim=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_distillation_is_the_mean_squared_distance_to_the_targets(rows, dim, seed):
+    generator = torch.Generator().manual_seed(seed)
+    embeddings = torch.randn(rows, dim, generator=generator, dtype=torch.float64)
+    targets = torch.randn(rows, dim, generator=generator, dtype=torch.float64)
+    terms = [sum((embeddings[i, j] - targets[i, j]) ** 2 for j in range(dim)) for i in range(rows)]
+    got = distillation_loss(embeddings, targets, reduction="none")
+    assert got.tolist() == pytest.approx([float(t) for t in terms])
+    assert float(distillation_loss(embeddings, targets, "sum")) == pytest.approx(float(sum(terms)))
+    mean = float(sum(terms)) / rows if rows else 0.0
+    assert float(distillation_loss(embeddings, targets)) == pytest.approx(mean)
+
+
+def test_distillation_moves_the_embeddings_only():
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
+    targets = torch.tensor([[0.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    distillation_loss(embeddings, targets).backward()
+    # d/dx mean_i |x_i - t_i|^2 = 2 (x_i - t_i) / N
+    assert embeddings.grad.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert targets.grad is None
+    with pytest.raises(InputError, match="N x D"):
+        distillation_loss(embeddings, targets[:1])
+    with pytest.raises(InputError, match="reduction"):
+        distillation_loss(embeddings, targets, reduction="max")

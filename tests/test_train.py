@@ -130,6 +130,42 @@ def test_train_step_lowers_the_loss_on_its_batch():
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_distillation_adds_the_mean_squared_distance_of_the_batch_to_its_targets():
+    data = Blobs()
+    images, labels = data.images[:8], torch.tensor(data.labels[:8])
+    targets = torch.nn.functional.normalize(torch.randn(8, 128, dtype=torch.float64), dim=1)
+    records = {}
+    for weight in (0.0, 3.0):
+        torch.manual_seed(0)
+        model = CompactNet(input_size=24, width=4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        config = tiny(distill=weight, strategy="all", margin=0.5)
+        model.train()
+        with torch.no_grad():
+            start = training_forward(model, images, config).double()
+        brute = sum(float((start[i] - targets[i]).square().sum()) for i in range(8)) / 8
+        records[weight] = train_step(model, optimizer, images, labels, config, targets.float())
+        assert records[weight]["distillation"] == pytest.approx(brute, rel=1e-5)
+        records[weight]["moved"] = model.fingerprint()
+    # The triplet part is the same; the distillation term changes the step.
+    assert records[0.0]["loss"] == pytest.approx(records[3.0]["loss"])
+    assert records[0.0]["moved"] != records[3.0]["moved"]
+
+
+def test_distillation_pulls_the_embeddings_onto_their_targets():
+    data = Blobs(persons=6, per_person=4)
+    torch.manual_seed(1)
+    targets = torch.nn.functional.normalize(torch.randn(len(data), 128), dim=1)
+    config = tiny(distill=100.0, steps=40, margin=0.0, lr=1e-2, schedule="constant")
+    result = fit(config, data, progress=False, targets=targets)
+    first, last = result.history[0]["distillation"], result.history[-1]["distillation"]
+    assert last < 0.5 * first
+    with pytest.raises(InputError, match="one target embedding per training image \\(24\\), got 3"):
+        fit(config, data, progress=False, targets=targets[:3])
+    with pytest.raises(InputError, match="got none"):
+        fit(config, data, progress=False)
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -142,6 +178,10 @@ def test_train_step_lowers_the_loss_on_its_batch():
         ({"steps": None}, "either steps or epochs"),
         ({"lr": 0.0}, "lr"),
         ({"margin": -0.1}, "margin"),
+        ({"distill": -1.0}, "distill = -1.0"),
+        ({"distill": float("nan")}, "distill = nan"),
+        ({"held_apart": -2}, "held_apart = -2"),
+        ({"condition": "fog"}, "unknown camera condition 'fog'"),
     ],
 )
 def test_bad_settings_are_named(changes, message):

@@ -10,13 +10,23 @@ rebuild the same set-up, and the aligned-chips data set in the encoder's chip co
 Fine-tuning on a few hundred persons easily forgets what millions taught (measured:
 bench/orl_finetune.py, bench/finetune_celeba.py). ``finetune`` adds what the field uses against
 it: after every step the trainable weights are pulled back toward the pretrained ones (L2-SP, Li,
-Grandvalet and Davoine 2018, applied as a decoupled shrinkage), and persons held apart from
-training decide when to stop and which weights to keep (early stopping): the pretrained weights
-themselves when no step improved on them.
+Grandvalet and Davoine 2018, applied as a decoupled shrinkage), an embedding-distillation term
+pulls each chip's embedding toward a target row (``losses.distillation_loss``), and persons held
+apart from training decide when to stop and which weights to keep (early stopping): the
+pretrained weights themselves when no step improved on them.
+
+``finetune_chips`` is the whole recipe on one set of chips, as ``tripletface train --pretrained``
+runs it: ``config.held_apart`` persons are drawn aside for early stopping; with a camera
+condition (``config.condition``, see ``tripletface.data.conditions``) every training chip is
+trained on both clean and in the condition, the distillation targets are the starting network's
+embeddings of the clean chips (the changed chip learns to land where the clean one did, Ge et al.
+2018), and early stopping scores pairs of held-apart chips in the condition, the pairs the camera
+will give, refusing any weights that lose more than ``tolerance`` of TAR on their clean chips.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +35,7 @@ from torch import nn
 
 from tripletface import metrics
 from tripletface.data.chips import AlignedFaces, ChipSet
+from tripletface.data.conditions import on_chips
 from tripletface.distances import pairwise_distances
 from tripletface.errors import InputError
 from tripletface.faces.detect import FaceDetector
@@ -32,8 +43,10 @@ from tripletface.models import encoder_class
 from tripletface.models.base import Encoder
 from tripletface.train import RunResult, TrainConfig, fit
 
-#: Learning rate of a fine-tuning run unless one is given: a tenth of training from scratch.
-FINETUNE_LR = 1e-4
+#: Learning rate of a fine-tuning run unless one is given. Adam moves every weight by about the
+#: learning rate per step and dlib-resnet's convolution weights are about 3e-3: 1e-4 and 1e-5 made
+#: unseen persons worse, 1e-6 to 2e-6 improved them (bench/finetune_celeba.py, adapt_camera.py).
+FINETUNE_LR = 2e-6
 
 
 def has_pretrained_weights(name: str) -> bool:
@@ -113,10 +126,14 @@ def aligned_faces(
     return AlignedFaces(root, height, padding, detector=detector, cache=cache, progress=progress)
 
 
+def unit_embeddings(encoder: Encoder, chips: ChipSet) -> torch.Tensor:
+    """N x D unit-length float32 embeddings of the chips (eval mode, no gradients)."""
+    return nn.functional.normalize(encoder.embed(chips.chips), dim=1)
+
+
 def held_apart_score(encoder: Encoder, chips: ChipSet, far: float = 1e-3) -> float:
     """TAR at FAR ``far`` over all pairs of the chips' persons: what early stopping maximises."""
-    embeddings = encoder.embed(chips.chips).double()
-    embeddings = nn.functional.normalize(embeddings, dim=1)
+    embeddings = nn.functional.normalize(encoder.embed(chips.chips).double(), dim=1)
     squared = pairwise_distances(embeddings).numpy()
     first, second = np.triu_indices(len(squared), k=1)
     labels = np.asarray(chips.labels)
@@ -124,15 +141,56 @@ def held_apart_score(encoder: Encoder, chips: ChipSet, far: float = 1e-3) -> flo
     return tar
 
 
+def guarded_score(
+    encoder: Encoder, changed: ChipSet, clean: ChipSet, floor: float, far: float = 1e-3
+) -> float:
+    """``held_apart_score`` of the changed chips, or -inf when that of their clean versions
+    falls below ``floor`` (weights that forget clean photos are never kept)."""
+    if held_apart_score(encoder, clean, far) < floor:
+        return -np.inf
+    return held_apart_score(encoder, changed, far)
+
+
+def in_condition(chips: ChipSet, condition: str, seed: int, padding: float) -> ChipSet:
+    """The same items with every chip (dlib ``padding``) in camera ``condition``
+    (data.conditions.on_chips, settings drawn with ``seed``)."""
+    pixels = np.ascontiguousarray(chips.chips.permute(0, 2, 3, 1).numpy())
+    changed = torch.from_numpy(on_chips(condition, pixels, seed, padding)).permute(0, 3, 1, 2)
+    return ChipSet(changed.contiguous(), chips.labels, chips.classes, chips.paths)
+
+
+def doubled(first: ChipSet, second: ChipSet) -> ChipSet:
+    """The items of both chip sets of the same persons, ``first``'s before ``second``'s."""
+    return ChipSet(
+        torch.cat([first.chips, second.chips]),
+        first.labels + second.labels,
+        first.classes,
+        first.paths + second.paths,
+    )
+
+
+def held_apart_persons(chips: ChipSet, count: int, seed: int) -> list[str]:
+    """``count`` person names drawn with ``seed``, leaving at least 2 persons to train on."""
+    if not 2 <= count <= len(chips.classes) - 2:
+        raise InputError(
+            f"cannot hold {count} of {len(chips.classes)} persons apart: hold 2 or more apart "
+            "and leave 2 or more to train on"
+        )
+    order = np.random.default_rng(seed).permutation(len(chips.classes))
+    return sorted(chips.classes[i] for i in order[:count])
+
+
 @dataclass
 class FinetuneResult:
     """The encoder with the kept weights, the run, and the held-apart score at each check
-    ((step, score), step 0 the pretrained weights); ``best_step`` is the step kept."""
+    ((step, score), step 0 the pretrained weights); ``best_step`` is the step kept and
+    ``trained_on`` the data set the run's batches were drawn from."""
 
     encoder: Encoder
     run: RunResult
     scores: list[tuple[int, float]] = field(default_factory=list)
     best_step: int = 0
+    trained_on: ChipSet | None = None
 
 
 def finetune(
@@ -145,12 +203,13 @@ def finetune(
     pull: float = 0.0,
     score: Callable[[Encoder, ChipSet], float] = held_apart_score,
     progress: bool = False,
+    targets: torch.Tensor | None = None,
 ) -> FinetuneResult:
     """``fit`` with anti-forgetting: ``pull`` in [0, 1) moves the trainable weights that share
     of the way back to the pretrained ones after every step; with ``held_apart`` persons (never
     trained on), ``score`` is checked every ``every`` steps and at the end, the run stops after
     ``patience`` checks without a better score, and the best weights (possibly the pretrained
-    ones) are kept."""
+    ones) are kept. ``targets`` are the distillation targets of ``train``'s items (``fit``)."""
     if not 0 <= pull < 1:
         raise InputError(f"pull = {pull}: give a share in [0, 1), e.g. 1e-3")
     if every < 1 or patience < 1:
@@ -179,7 +238,7 @@ def finetune(
             return check(record["step"])
         return False
 
-    run = fit(config, train, encoder, progress=progress, callback=after_step)
+    run = fit(config, train, encoder, progress=progress, callback=after_step, targets=targets)
     if held_apart is not None:
         if not scores or scores[-1][0] != run.step:
             check(run.step)
@@ -187,4 +246,49 @@ def finetune(
             encoder.load_state_dict({**encoder.state_dict(), **start})
         else:
             encoder.load_state_dict(best["state"])
-    return FinetuneResult(encoder.eval(), run, scores, best["step"])
+    return FinetuneResult(encoder.eval(), run, scores, best["step"], train)
+
+
+def finetune_chips(
+    config: TrainConfig,
+    chips: ChipSet,
+    encoder: Encoder,
+    changed: ChipSet | None = None,
+    every: int = 25,
+    patience: int = 3,
+    pull: float = 0.0,
+    tolerance: float = 0.01,
+    progress: bool = False,
+) -> FinetuneResult:
+    """``finetune`` on the chips of several persons the way the module docstring describes.
+
+    ``changed`` holds the same items in ``config.condition`` (made here with ``config.seed``
+    when None). The distillation targets (``config.distill`` > 0) are the unit embeddings that
+    ``encoder``, as given, computes for the clean chips. ``tolerance`` is how much held-apart TAR
+    on clean chips (a share, 0.01 = 1 point) a camera-adapted network may lose.
+    """
+    if config.condition is not None and changed is None:
+        changed = in_condition(chips, config.condition, config.seed, encoder.chip_padding)
+    if changed is not None and (config.condition is None or len(changed) != len(chips)):
+        raise InputError("changed chips need config.condition and one per clean chip")
+    held = held_apart_persons(chips, config.held_apart, config.seed) if config.held_apart else []
+    trained = [name for name in chips.classes if name not in held]
+
+    def persons(names: list[str]) -> tuple[ChipSet, ChipSet | None]:
+        return chips.persons(names), None if changed is None else changed.persons(names)
+
+    train, train_changed = persons(trained)
+    targets = unit_embeddings(encoder, train) if config.distill else None
+    if train_changed is not None:
+        train = doubled(train, train_changed)
+        targets = None if targets is None else torch.cat([targets, targets])
+    score, held_set = held_apart_score, None
+    if held:
+        held_set, held_changed = persons(held)
+        if held_changed is not None:
+            floor = held_apart_score(encoder, held_set) - tolerance
+            score = partial(guarded_score, clean=held_set, floor=floor)
+            held_set = held_changed
+    return finetune(
+        config, train, encoder, held_set, every, patience, pull, score, progress, targets
+    )

@@ -4,6 +4,12 @@ Per triplet the loss is max(d(a,p) - d(a,n) + margin, 0) with the squared Euclid
 default; `soft=True` replaces the hinge by softplus(d(a,p) - d(a,n) + margin), the soft margin
 of Hermans et al. 2017 (who use margin 0). A triplet is *active* when d(a,p) - d(a,n) + margin > 0,
 i.e. when its hinge loss is positive.
+
+``distillation_loss`` is the embedding-distillation term of fine-tuning: the squared distance
+from each embedding to a fixed target row, the frozen pretrained network's embedding of the same
+photo (of its clean version for a photo in a camera condition: Ge et al. 2018, "Low-resolution
+face recognition in the wild via selective knowledge distillation"; of itself on clean photos,
+which keeps what the network knew, as in "learning without forgetting", Li and Hoiem 2016).
 """
 
 from dataclasses import asdict, dataclass
@@ -227,6 +233,12 @@ class _SoftAllTriplets(torch.autograd.Function):
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         return grad_output * grad, None, None, None, None
+
+
+def distillation_loss(embeddings: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Squared Euclidean distance from each of N x D embeddings to its N x D target row:
+    "mean" over rows, "sum", or "none" (N); gradients flow into ``embeddings`` only."""
+    return _reduce(paired_distances(embeddings, targets.detach()), reduction)
 
 
 class TripletLoss(nn.Module):

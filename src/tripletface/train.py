@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from tripletface.data.conditions import check_condition
 from tripletface.data.folders import resize
 from tripletface.distances import pairwise_distances
 from tripletface.distributed import (
@@ -33,7 +34,7 @@ from tripletface.distributed import (
     world_size,
 )
 from tripletface.errors import InputError
-from tripletface.losses import batch_triplet_loss
+from tripletface.losses import batch_triplet_loss, distillation_loss
 from tripletface.mining import check_strategy, mine_triplets
 from tripletface.models import create_encoder
 from tripletface.models.base import Encoder
@@ -56,6 +57,7 @@ METRICS = (
     "step",
     "epoch",
     "loss",
+    "distillation",
     "active_fraction",
     "considered",
     "active",
@@ -106,6 +108,13 @@ class TrainConfig:
     lr_scale: dict[str, float] = field(default_factory=dict)
     #: Number format of the forward pass (PRECISIONS).
     precision: str = "float32"
+    #: Weight of the distillation term added to the triplet loss: the mean squared distance
+    #: from each chip's embedding to its target row (``fit``'s ``targets``).
+    distill: float = 0.0
+    #: Fine-tuning (``tripletface.finetune``): the camera condition (data.conditions) simulated
+    #: on a copy of every training chip, and how many persons are held apart for early stopping.
+    condition: str | None = None
+    held_apart: int = 0
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -138,10 +147,14 @@ def check_config(config: TrainConfig) -> None:
             config.precision not in PRECISIONS,
             f"precision {config.precision!r}: use one of {', '.join(PRECISIONS)}",
         ),
+        (not config.distill >= 0, f"distill = {config.distill} must be >= 0"),
+        (config.held_apart < 0, f"held_apart = {config.held_apart} must be >= 0"),
     ]
     for failed, message in problems:
         if failed:
             raise InputError(f"training config: {message}")
+    if config.condition is not None:
+        check_condition(config.condition)
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int = 0) -> float:
@@ -182,21 +195,36 @@ def train_step(
     images: torch.Tensor,
     labels: torch.Tensor,
     config: TrainConfig,
+    targets: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One optimizer step on a batch mined globally over ranks; returns the TripletStats and loss.
 
-    The record adds ``spread``, the mean pairwise squared distance of the global batch.
+    With ``targets`` (one row per image) the loss adds ``config.distill`` times the local
+    batch's distillation term, also in the record (``distillation``, else 0). The record adds
+    ``spread``, the mean pairwise squared distance of the global batch.
     """
     model.train()
-    embeddings, labels = all_gather_embeddings(training_forward(model, images, config), labels)
+    local = training_forward(model, images, config)
+    embeddings, labels = all_gather_embeddings(local, labels)
     loss, stats = batch_triplet_loss(
         embeddings, labels, strategy=config.strategy, margin=config.margin
     )
+    # DistributedDataParallel averages gradients over ranks, the global loss needs their sum;
+    # the distillation term is a mean over each rank's rows, which that average keeps.
+    total = loss * world_size()
+    distillation = torch.zeros(())
+    if targets is not None:
+        distillation = distillation_loss(local, targets)
+        total = total + config.distill * distillation
     optimizer.zero_grad(set_to_none=True)
-    # DistributedDataParallel averages gradients over ranks, the global loss needs their sum.
-    (loss * world_size()).backward()
+    total.backward()
     optimizer.step()
-    return {**stats.as_dict(), "loss": float(loss.detach()), "spread": embedding_spread(embeddings)}
+    return {
+        **stats.as_dict(),
+        "loss": float(loss.detach()),
+        "distillation": float(distillation.detach()),
+        "spread": embedding_spread(embeddings),
+    }
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -477,20 +505,28 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[dict], bool | None] | None = None,
+    targets: torch.Tensor | None = None,
 ) -> RunResult:
     """Train an encoder on ``dataset`` (items (uint8 3 x H x W, label), attribute ``labels``).
 
     ``encoder`` is a built module (e.g. pretrained, for fine-tuning), a registry name, or None
     for ``config.encoder``. With ``resume`` the run continues exactly from ``config.out``/last.pt.
     ``callback`` receives each step's record; returning True stops the run after a checkpoint.
+    ``targets`` (len(dataset) x D, the distillation target of each item) is required when
+    ``config.distill`` > 0 and ignored otherwise.
     Under torch.distributed every rank calls fit; only rank 0 writes files and shows progress.
     """
     check_config(config)
+    if config.distill and (targets is None or len(targets) != len(dataset)):
+        raise InputError(
+            f"training config: distill = {config.distill} needs one target embedding per "
+            f"training image ({len(dataset)}), got {'none' if targets is None else len(targets)}"
+        )
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _fit(config, dataset, encoder, resume, progress, callback)
+        return _fit(config, dataset, encoder, resume, progress, callback, targets)
     finally:
         torch.set_num_threads(threads)
 
@@ -502,6 +538,7 @@ def _fit(
     resume: bool,
     progress: bool,
     callback: Callable[[dict], bool | None] | None,
+    targets: torch.Tensor | None,
 ) -> RunResult:
     """fit() once the thread count is set."""
     torch.manual_seed(config.seed)
@@ -526,6 +563,7 @@ def _fit(
     history: list[dict] = []
     collapsed, stop, consistent = False, False, True
     started = time.perf_counter()
+    targets = targets.float() if config.distill and targets is not None else None
 
     def save() -> None:
         if checkpoint is not None and main:
@@ -545,13 +583,16 @@ def _fit(
         while step < total and not stop:
             batches = _epoch_batches(sampler, epoch)
             tick = time.perf_counter()
-            for images, batch_labels in load(batches[skip:]):
+            for index, (images, batch_labels) in zip(
+                batches[skip:], load(batches[skip:]), strict=True
+            ):
                 if config.augment:
                     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
                     images = augment(images, generator)
                 lr = optimizer.param_groups[0]["lr"]
                 consistent = False
-                record = train_step(trained, optimizer, images, batch_labels, config)
+                wanted = None if targets is None else targets[index]
+                record = train_step(trained, optimizer, images, batch_labels, config, wanted)
                 scheduler.step()
                 step, skip, consistent = step + 1, skip + 1, True
                 now = time.perf_counter()

@@ -6,11 +6,16 @@ under ``torchrun`` too: each process trains on its share of every P x K batch, t
 over the global batch, and only rank 0 writes RUN/. For an encoder that takes aligned face chips
 (dlib-resnet) a folder of photos becomes those chips, detected once and cached
 in RUN/faces.npz; ``--pretrained`` fine-tunes those weights, ``--freeze N`` keeps early stages.
+Fine-tuning a photo folder can also hold persons apart for early stopping (``--held-apart N``,
+the kept weights in RUN/best.pt), add embedding distillation toward the pretrained network
+(``--distill W``) and adapt to a simulated camera (``--condition low-resolution|mask``); see
+``tripletface.finetune.finetune_chips``.
 """
 
 import argparse
 import copy
 import json
+import math
 import re
 import sys
 from dataclasses import asdict, fields
@@ -50,7 +55,7 @@ def register(subparsers) -> None:
     length.add_argument("--steps", type=int, help="optimizer steps (1000)")
     length.add_argument("--epochs", type=int, help="passes over the data instead of --steps")
     p.add_argument("--optimizer", default="adam", help="adam or sgd (adam)")
-    p.add_argument("--lr", type=float, help="learning rate (1e-3; 1e-4 with --pretrained)")
+    p.add_argument("--lr", type=float, help="learning rate (1e-3; 2e-6 with --pretrained)")
     p.add_argument("--schedule", default="cosine", help="cosine, step or constant (cosine)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="(0)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
@@ -59,7 +64,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
-        help="random flips and shifts (default: on for folders, off for synthetic)",
+        help="random flips and shifts (default: on for folders, off for synthetic faces and "
+        "with --pretrained: aligned chips need no shifts, and distillation targets are of the "
+        "chips as they are)",
     )
     p.add_argument(
         "--pretrained",
@@ -73,6 +80,38 @@ def register(subparsers) -> None:
         default=0,
         metavar="N",
         help="with --pretrained: keep the stem and the first N stages fixed (0)",
+    )
+    p.add_argument(
+        "--distill",
+        type=float,
+        metavar="W",
+        help="with --pretrained: weight of the squared distance to the pretrained network's "
+        "embedding of each (clean) photo, added to the triplet loss (0)",
+    )
+    p.add_argument(
+        "--condition",
+        metavar="NAME",
+        help="with --pretrained: also train on every photo as the camera NAME gives it "
+        "(low-resolution or mask), early-stopping on held-apart pairs in that condition",
+    )
+    p.add_argument(
+        "--held-apart",
+        type=int,
+        metavar="N",
+        help="with --pretrained: hold N persons apart, keep the weights that score best on "
+        "them (TAR at FAR 1e-3) in RUN/best.pt, stop when they stop improving (0: none)",
+    )
+    p.add_argument(
+        "--every", type=int, default=25, help="steps between checks on held-apart persons (25)"
+    )
+    p.add_argument(
+        "--patience", type=int, default=3, help="checks without improvement before stopping (3)"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="with --condition: held-apart TAR on clean photos the kept weights may lose (0.01)",
     )
     p.add_argument(
         "--cache",
@@ -138,10 +177,79 @@ def _config(args):
     if args.steps is None and args.epochs is None:
         given["steps"] = TrainConfig.steps
     given["out"] = str(args.out)
-    given["augment"] = (
-        args.augment if args.augment is not None else not SYNTHETIC.fullmatch(args.data)
-    )
+    default = not SYNTHETIC.fullmatch(args.data) and not args.pretrained
+    given["augment"] = args.augment if args.augment is not None else default
     return TrainConfig(**given)
+
+
+def _uses_finetuning(config) -> bool:
+    """Whether the config asks for what only ``finetune_chips`` does."""
+    return bool(config.distill or config.condition or config.held_apart)
+
+
+def _check_finetuning(args, config) -> None:
+    """InputError when fine-tuning options come without what they need."""
+    if args.freeze_stages and not args.pretrained:
+        raise InputError("--freeze keeps pretrained stages fixed: add --pretrained")
+    if args.resume and _uses_finetuning(config):
+        raise InputError(
+            f"{args.out / 'last.pt'} was fine-tuned with --held-apart, --condition or --distill, "
+            "which do not resume: start a new run in another folder"
+        )
+    if _uses_finetuning(config) and not args.pretrained:
+        raise InputError("--held-apart, --condition and --distill fine-tune: add --pretrained")
+    if (args.every < 1 or args.patience < 1) and config.held_apart:
+        raise InputError(f"--every {args.every} and --patience {args.patience} must be >= 1")
+    if not 0 <= args.tolerance <= 1:
+        raise InputError(f"--tolerance {args.tolerance}: give a share of TAR in [0, 1]")
+
+
+def _finetune(args, config, dataset, encoder):
+    """``finetune_chips`` on the photo folder's chips; the kept weights go to RUN/best.pt."""
+    from tripletface.data.chips import ChipSet
+    from tripletface.finetune import finetune_chips
+    from tripletface.models.checkpoint import save_checkpoint
+
+    if not isinstance(dataset, ChipSet):
+        raise InputError(
+            "--held-apart, --condition and --distill fine-tune on a folder of photos, "
+            "not on synthetic faces"
+        )
+    result = finetune_chips(
+        config,
+        dataset,
+        encoder,
+        every=args.every,
+        patience=args.patience,
+        tolerance=args.tolerance,
+        progress=not args.quiet,
+    )
+    extra = {}
+    if config.held_apart:
+        best = save_checkpoint(
+            args.out / "best.pt", result.encoder, config=asdict(config), step=result.best_step
+        )
+        extra = {
+            "best": str(best),
+            "kept_step": result.best_step,
+            # -inf (clean photos forgotten) is no JSON number: null.
+            "held_apart_scores": [
+                [step, score if math.isfinite(score) else None] for step, score in result.scores
+            ],
+        }
+    return result.run, result.trained_on, extra
+
+
+def _kept(extra: dict) -> str:
+    """What early stopping kept, for the one-line report ("" without held-apart persons)."""
+    if not extra:
+        return ""
+    scores = ", ".join(
+        f"{step}: {'refused' if score is None else f'{score:.2%}'}"
+        for step, score in extra["held_apart_scores"]
+    )
+    step, best = extra["kept_step"], extra["best"]
+    return f"; kept the weights of step {step} (held-apart TAR {scores}) in {best}"
 
 
 def run(args) -> int:
@@ -153,13 +261,12 @@ def run(args) -> int:
     from tripletface.train import check_config, fit, initial_encoder, triplet_rows
 
     config, encoder = _config(args), None
-    if args.freeze_stages and not args.pretrained:
-        raise InputError("--freeze keeps pretrained stages fixed: add --pretrained")
+    _check_finetuning(args, config)
+    check_config(config)  # before the pretrained weights load; fine-tuning keeps it valid
     if args.pretrained and not args.resume:
         from tripletface.finetune import finetune_setup
 
         config, encoder = finetune_setup(config, args.freeze_stages, args.lr)
-    check_config(config)
     size = config.size or encoder_class(config.encoder).input_size[0]
     cache = args.cache or args.out / "faces.npz"
     dataset = _dataset(args.data, size, config.encoder, cache, not args.quiet, args.face)
@@ -168,15 +275,19 @@ def run(args) -> int:
     initial = None  # a resumed run's first weights are gone (they may have been pretrained)
     if main and not args.resume:
         initial = initial_encoder(config) if encoder is None else copy.deepcopy(encoder)
+    extra = {}
     try:
-        result = fit(config, dataset, encoder, resume=args.resume, progress=not args.quiet)
+        if _uses_finetuning(config):
+            result, dataset, extra = _finetune(args, config, dataset, encoder)
+        else:
+            result = fit(config, dataset, encoder, resume=args.resume, progress=not args.quiet)
     finally:
         if joined:
             torch.distributed.destroy_process_group()
     if main:
         from tripletface.plots import plot_training, plot_triplets
 
-        summary = {**result.summary(), "config": asdict(config)}
+        summary = {**result.summary(), **extra, "config": asdict(config)}
         summary["plot"] = str(plot_training(args.out / "metrics.csv", args.out / "training.png"))
         if initial is not None:
             rows = triplet_rows(dataset, {config.strategy: (initial, result)}, TRIPLETS_SHOWN)
@@ -191,5 +302,6 @@ def run(args) -> int:
                 f"active {summary['active_fraction']:.1%}; checkpoint {result.checkpoint}, "
                 f"curves {summary['plot']}"
                 + (f", triplets chosen {summary['triplets']}" if "triplets" in summary else "")
+                + _kept(extra)
             )
     return 0

@@ -11,7 +11,9 @@ photos look like them (bench/adapt_camera.py):
 
 Both take and return H x W x 3 uint8 RGB arrays and leave the input unchanged. On a chip cut by
 ``tripletface.faces.align`` the face width is ``chip_face_width(size, padding)`` and the landmarks
-are ``chip_landmarks(size, padding)``.
+are ``chip_landmarks(size, padding)``; ``on_chips`` applies a condition by its name (CONDITIONS)
+to a batch of aligned chips, drawing the camera's settings per chip from a seed (what
+``tripletface train --condition`` and bench/adapt_camera.py train and measure on).
 """
 
 import io
@@ -21,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from tripletface.data.images import require_rgb
 from tripletface.errors import InputError
-from tripletface.faces.align import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE
+from tripletface.faces.align import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, chip_landmarks
 
 #: The mask's outline in face units: x along the eyes (from their midpoint, towards the image's
 #: right), y down from the eyes, both in eye-to-nose-base distances; from the bridge of the nose
@@ -39,6 +41,11 @@ MASK_OUTLINE = (
 )
 #: Light blue-grey, the colour of the commonest masks.
 MASK_COLOUR = (182, 204, 222)
+#: Names of the conditions ``on_chips`` simulates.
+CONDITIONS = ("low-resolution", "mask")
+#: Ranges a "low-resolution" chip's camera is drawn from: face width in pixels, JPEG quality.
+LOW_RESOLUTION_PIXELS = (24.0, 32.0)
+LOW_RESOLUTION_QUALITY = (30, 70)
 
 
 def chip_face_width(size: int = DLIB_CHIP_SIZE, padding: float = DLIB_CHIP_PADDING) -> float:
@@ -95,3 +102,39 @@ def face_mask(
     drawn = Image.fromarray(image)
     ImageDraw.Draw(drawn).polygon([tuple(p) for p in mask_polygon(landmarks)], fill=colour)
     return np.asarray(drawn).copy()
+
+
+def check_condition(name: str) -> str:
+    """``name`` if it is one of CONDITIONS, else InputError listing them."""
+    if name not in CONDITIONS:
+        raise InputError(f"unknown camera condition {name!r}: use one of {', '.join(CONDITIONS)}")
+    return name
+
+
+def on_chips(
+    name: str, chips: np.ndarray, seed: int = 0, padding: float = DLIB_CHIP_PADDING
+) -> np.ndarray:
+    """N x S x S x 3 uint8 aligned chips (dlib's ``padding``) in condition ``name``: for
+    "low-resolution" each chip's face width and JPEG quality are drawn uniformly from
+    LOW_RESOLUTION_PIXELS and LOW_RESOLUTION_QUALITY by a generator seeded with ``seed``;
+    "mask" draws the mask from the chip's landmark template."""
+    check_condition(name)
+    chips = np.asarray(chips)
+    if chips.ndim != 4 or chips.shape[1] != chips.shape[2] or chips.shape[3] != 3:
+        raise InputError(f"chips must be N x S x S x 3, got shape {chips.shape}")
+    size = chips.shape[1]
+    rng = np.random.default_rng(seed)
+    if name == "mask":
+        landmarks = chip_landmarks(size, padding)
+        changed = [face_mask(chip, landmarks) for chip in chips]
+    else:
+        width, (low, high), (worst, best) = (
+            chip_face_width(size, padding),
+            LOW_RESOLUTION_PIXELS,
+            LOW_RESOLUTION_QUALITY,
+        )
+        changed = [
+            low_resolution(chip, width, rng.uniform(low, high), int(rng.integers(worst, best + 1)))
+            for chip in chips
+        ]
+    return np.stack(changed) if changed else chips.copy()
