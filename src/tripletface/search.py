@@ -44,7 +44,7 @@ _SAMPLES_PER_CELL = 40
 _CHUNK_BYTES = 64 << 20
 
 #: From this many faces an exact base is saved (as a flat FAISS index) rather than read from
-#: the gallery by every process: 20,000 faces read in ~50 ms, 100,000 in ~0.3 s.
+#: the gallery by every process (bench/gallery_scale.py measures 100,000 faces).
 SAVED_EXACT_ROWS = 20_000
 
 #: From this many faces "auto" product-quantises them (IVF-PQ, PQ_BYTES bytes a face): whole
@@ -59,8 +59,8 @@ _PQ_SAMPLES = 65_536
 _RERANKED = 16
 
 # Changes held in memory beside the base before it is compacted: at least this many, or 1 in
-# _DELTA_SHARE of the base. Every reader reads them from the change log (10,000 take ~40 ms), and
-# every compaction rewrites the saved base (500 MB at 1M faces): this balances the two.
+# _DELTA_SHARE of the base. Every reader reads them from the change log, and every compaction
+# rewrites the whole saved base (500 MB at 1M faces): this balances the two.
 _DELTA_ROWS = 10_000
 _DELTA_SHARE = 100
 
@@ -422,28 +422,29 @@ class GalleryIndex:
         base, fold them in and save, so that no reader builds the index or reads more than that
         many changes, and no single change rewrites the saved file."""
         self._unsaved += faces
-        if self._unsaved <= self._delta_limit():
-            return
+        if self._unsaved > self._delta_limit():
+            self._catch_up(fold_all=False)
+
+    def flush(self) -> None:
+        """Fold this process's changes into the saved base now if more than _FLUSH_ROWS are
+        not in it (a listener for ``gallery.on_close``): after an import, readers read none."""
+        if self._unsaved > _FLUSH_ROWS:
+            self._catch_up(fold_all=True)
+
+    def _catch_up(self, fold_all: bool) -> None:
+        """Bring the base to the gallery's generation (``refresh`` folds the changes in past
+        the limit; ``fold_all`` folds in the rest too) and count what is still beside it."""
         self._unsaved = 0
         # The change is committed already: a database gone now must not make it look failed.
         # Whoever reads next catches up from the change log, as after any other writer.
         with suppress(GalleryUnavailable):
             # Below SAVED_EXACT_ROWS nothing is saved: readers search the faces read at once.
-            if self._base_kind(self.gallery.face_count()) != "exact":
-                self.refresh()
-                self._unsaved = len(self._delta_ids) + len(self._gone)
-
-    def flush(self) -> None:
-        """Fold this process's changes into the saved base now if more than _FLUSH_ROWS are
-        not in it (a listener for ``gallery.on_close``): after an import, readers read none."""
-        if self._unsaved <= _FLUSH_ROWS:
-            return
-        with suppress(GalleryUnavailable):
-            if self._base_kind(self.gallery.face_count()) != "exact":
-                self.refresh()
-                if len(self._delta_ids) + len(self._gone):
-                    self._compact()
-                self._unsaved = 0
+            if self._base_kind(self.gallery.face_count()) == "exact":
+                return
+            self.refresh()
+            if fold_all and len(self._delta_ids) + len(self._gone):
+                self._compact()
+            self._unsaved = len(self._delta_ids) + len(self._gone)
 
     def search(self, queries, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(Q x k squared Euclidean distances, Q x k face ids), at the latest state."""
