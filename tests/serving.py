@@ -31,15 +31,21 @@ def command(*args: str) -> list[str]:
 
 
 def start_server(
-    gallery: Path | str, *args: str, timeout: float = 120, log: Path | None = None
+    gallery: Path | str | None,
+    *args: str,
+    timeout: float = 120,
+    log: Path | None = None,
+    argv: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Server:
     """``tripletface serve`` on a free loopback port (HOG detection: fast and enough for the
-    test photos); returns once it printed the URL it serves."""
+    test photos), or the server ``argv`` starts; returns once it printed the URL it serves."""
     if log is None:  # a gallery file: its server's log beside it
         log = gallery.with_name(gallery.name + f".{time.monotonic_ns()}.log")
-    argv = command("serve", "--port", "0", "--gallery", str(gallery), "--detector", "hog", *args)
+    if argv is None:
+        argv = command("serve", "--port", "0", "--gallery", str(gallery), "--detector", "hog")
     with open(log, "wb") as stderr:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
+        process = subprocess.Popen([*argv, *args], stdout=subprocess.PIPE, stderr=stderr, env=env)
     deadline = time.monotonic() + timeout
     line = b""
     while b"serving " not in line:

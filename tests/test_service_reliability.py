@@ -5,8 +5,10 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -126,5 +128,34 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path, astronaut)
         # The request was still in flight when the server began to shut down; uvicorn waited.
         assert "Waiting for connections to close" in log
         assert 'POST /v1/identify HTTP/1.1" 409' in served
+    finally:
+        stop(server.process)
+
+
+def test_run_sh_serve_binds_loopback_and_exits_0_on_sigint(tmp_path):
+    """``./run.sh serve`` as in the README, with every default but the port: it listens on
+    127.0.0.1, serves, and on SIGINT closes the gallery (SQLite's -wal file goes) and exits 0."""
+    # The environment run.sh would make, already installed: this test's Python and its
+    # tripletface command, with run.sh's stamp saying the dev extra (serve with it) is in.
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for program in ("python", "tripletface"):
+        (venv / "bin" / program).symlink_to(Path(sys.executable).parent / program)
+    (venv / ".installed-dev").touch()
+    gallery = tmp_path / "gallery.db"
+    env = {**os.environ, "TRIPLETFACE_VENV": str(venv), "TRIPLETFACE_GALLERY": str(gallery)}
+    run_sh = Path(__file__).parents[1] / "run.sh"
+    log = tmp_path / "serve.log"
+    server = start_server(
+        None, log=log, argv=["bash", str(run_sh), "serve", "--port", "0"], env=env
+    )
+    try:
+        assert server.url.startswith("http://127.0.0.1:"), server.url
+        health = httpx.get(f"{server.url}/healthz", timeout=60).json()
+        assert health == {"status": "ok", "people": 0, "faces": 0, "encoder": "dlib-resnet"}
+        assert Path(f"{gallery}-wal").exists()  # the server holds the gallery open
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(30) == 0, log.read_text()
+        assert not Path(f"{gallery}-wal").exists(), "the gallery was not closed"
     finally:
         stop(server.process)
