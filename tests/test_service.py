@@ -37,7 +37,15 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, keys):
     gallery = tmp_path_factory.mktemp("gallery") / "people.db"
-    with running_server(gallery, "--api-keys", str(keys["path"]), "--max-upload", "1") as running:
+    options = (
+        "--api-keys",
+        str(keys["path"]),
+        "--max-upload",
+        "1",
+        "--cors",
+        "http://door.example",
+    )
+    with running_server(gallery, *options) as running:
         running.gallery = gallery
         yield running
 
@@ -215,6 +223,27 @@ def test_api_keys_and_scopes(server, keys, photos):
     stored = keys["path"].read_text()
     assert keys["read"] not in stored and keys["write"] not in stored
     assert keys["read"] not in server.log.read_text()
+
+
+def test_cors_headers_only_for_the_origins_given(server):
+    allowed, other = "http://door.example", "http://elsewhere.example"
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        answer = client.get("/healthz", headers={"Origin": allowed})
+        assert answer.headers["access-control-allow-origin"] == allowed
+        answer = client.options("/v1/identify", headers={"Origin": allowed, **preflight})
+        assert (
+            answer.status_code == 200 and answer.headers["access-control-allow-origin"] == allowed
+        )
+        assert "POST" in answer.headers["access-control-allow-methods"]
+        answer = client.get("/healthz", headers={"Origin": other})
+        assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
+        refused = client.options("/v1/identify", headers={"Origin": other, **preflight})
+        assert "origin" in error_of(refused, 400)
+        assert "access-control-allow-origin" not in refused.headers
 
 
 def test_metrics(api, photos):

@@ -153,6 +153,15 @@ def test_run_sh_serve_binds_loopback_and_exits_0_on_sigint(tmp_path):
         assert server.url.startswith("http://127.0.0.1:"), server.url
         health = httpx.get(f"{server.url}/healthz", timeout=60).json()
         assert health == {"status": "ok", "people": 0, "faces": 0, "encoder": "dlib-resnet"}
+        elsewhere = {"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "GET"}
+        # No --cors: no CORS headers, and a preflight is just a method the routes do not take.
+        assert (
+            "access-control-allow-origin"
+            not in httpx.get(f"{server.url}/healthz", headers=elsewhere).headers
+        )
+        preflight = httpx.options(f"{server.url}/v1/people", headers=elsewhere)
+        assert preflight.status_code == 405 and "error" in preflight.json()
+        assert "access-control-allow-origin" not in preflight.headers
         assert Path(f"{gallery}-wal").exists()  # the server holds the gallery open
         server.process.send_signal(signal.SIGINT)
         assert server.process.wait(30) == 0, log.read_text()

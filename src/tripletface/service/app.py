@@ -236,7 +236,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     _handle_errors(app)
     if settings.cors:
         app.add_middleware(
-            CORSMiddleware,
+            _Cors,
             allow_origins=settings.cors,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
@@ -293,6 +293,22 @@ def _handle_errors(app: FastAPI) -> None:
     async def bug(request: Request, error: Exception) -> JSONResponse:
         _log.exception("internal error on %s %s", request.method, request.url.path)
         return answer(500, "internal error: the server logged it; please report it")
+
+
+class _Cors(CORSMiddleware):
+    """CORS for the --cors origins; a refused preflight gets the JSON error of any refusal."""
+
+    def preflight_response(self, request_headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        refused = response.body.decode()  # "Disallowed CORS origin, headers": what was refused
+        headers = {k: v for k, v in response.headers.items() if k.startswith("access-control-")}
+        return JSONResponse(
+            {"error": f"{refused}: start the server with --cors ORIGIN for this web page"},
+            status_code=400,
+            headers=headers,
+        )
 
 
 class _Observed:
