@@ -2,6 +2,8 @@
 
 import base64
 import re
+import select
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -183,6 +185,51 @@ def test_large_uploads_and_decompression_bombs_are_refused(api, photos):
     assert "megapixels" in error_of(
         api.post("/v1/identify", files={"image": _black_png(7000, 6000)}), 413
     )
+
+
+def test_an_upload_of_unknown_length_is_refused_while_it_streams_in(server, keys):
+    """A chunked multipart body that would go on to 64 times --max-upload: the server answers
+    413 once it has read past its limit, long before the body ends, so it never held it whole."""
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        "POST /v1/identify HTTP/1.1\r\nHost: test\r\n"
+        f"Authorization: Bearer {keys['write']}\r\n"
+        "Content-Type: multipart/form-data; boundary=XX\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    part = b'--XX\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+    block = 1 << 16
+    chunk = b"%x\r\n" % block + b"\x89" * block + b"\r\n"
+    sent, most = 0, 64 * 1_000_000
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(head + b"%x\r\n" % len(part) + part + b"\r\n")
+        connection.setblocking(False)
+        # Send until the answer comes (the server may also stop reading, or close).
+        while sent < most and not select.select([connection], [], [], 0)[0]:
+            if select.select([connection], [connection], [], 60)[1]:
+                try:
+                    connection.sendall(chunk)
+                except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                    continue
+                sent += block
+        connection.setblocking(True)
+        if sent >= most:  # the end of the body, for a server that waited for it
+            connection.sendall(b"6\r\n\r\n--XX--\r\n0\r\n\r\n")
+        answer = _read_answer(connection)
+    assert sent < most, "the server answered only once the whole body had arrived"
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"limit of 1 MB" in answer
+
+
+def _read_answer(connection: socket.socket) -> bytes:
+    """One HTTP/1.1 answer with a Content-Length, head and body, from a socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(1 << 16)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])
+    while len(body) < length:
+        body += connection.recv(1 << 16)
+    return head + b"\r\n\r\n" + body
 
 
 def _black_png(width: int, height: int) -> bytes:
