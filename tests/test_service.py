@@ -11,6 +11,7 @@ import threading
 import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -140,6 +141,22 @@ def test_enroll_identify_verify_list_remove(api, photos):
     assert api.delete("/v1/people/json-only").json() == {"removed": 1}
     assert all(p["name"] != "Eileen Collins" for p in api.get("/v1/people").json())
     error_of(api.delete("/v1/people/Eileen Collins"), 404)
+
+
+def test_names_are_stored_as_given(api, photos):
+    names = ["AC/DC", "Zoë 李 O'Brien", "50% & ?#", " padded "]
+    for name in names:
+        path = f"/v1/people/{quote(name, safe='')}"
+        answer = api.post(f"{path}/faces", files={"image": photos["face"]})
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["name"] == name
+    listed = {p["name"]: p["faces"] for p in api.get("/v1/people").json()}
+    assert all(listed[name] == 1 for name in names), listed
+    verdict = api.post("/v1/verify", files={"image": photos["mirrored"]}, data={"name": "AC/DC"})
+    assert verdict.json()["same"] is True
+    for name in names:
+        assert api.delete(f"/v1/people/{quote(name, safe='')}").json() == {"removed": 1}
+    assert not {p["name"] for p in api.get("/v1/people").json()} & set(names)
 
 
 def test_a_photo_without_faces_is_identified_as_none_and_refused_for_enrolment(api, photos):

@@ -148,8 +148,9 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         await engine.health()  # brings the gallery gauges up to date
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # {name:path}: a name may hold a "/", sent as %2F, which the server decodes before routing.
     @app.post(
-        "/v1/people/{name}/faces",
+        "/v1/people/{name:path}/faces",
         status_code=201,
         response_model=schemas.Enrolled,
         responses=_errors(400, 401, 403, 409, 413, 415, 422, 503),
@@ -223,7 +224,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         return [schemas.Person(name=n, faces=count) for n, count in await engine.people()]
 
     @app.delete(
-        "/v1/people/{name}",
+        "/v1/people/{name:path}",
         response_model=schemas.Removed,
         responses=_errors(401, 403, 404, 503),
         dependencies=write,
