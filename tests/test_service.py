@@ -184,6 +184,8 @@ def test_bad_requests_get_clear_errors(api, photos):
     error_of(api.post("/v1/verify", files={"image": photos["face"]}), 422)
     error_of(api.post("/v1/verify", files={"image": photos["face"]}, data={"name": "nobody"}), 404)
     error_of(api.post("/v1/people/a%01b/faces", files={"image": photos["face"]}), 400)
+    error_of(api.post("/v1/people/a%0Ab/faces", files={"image": photos["face"]}), 400)
+    error_of(api.post("/v1/people//faces", files={"image": photos["face"]}), 422)
     error_of(api.post("/v1/people/%20%20/faces", files={"image": photos["face"]}), 400)
     error_of(api.post(f"/v1/people/{'n' * 101}/faces", files={"image": photos["face"]}), 422)
     error_of(api.get("/v1/nothing-here"), 404)

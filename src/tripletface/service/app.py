@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path
 
@@ -33,6 +34,15 @@ from tripletface.service.uploads import MissingFieldError, read_body
 
 STATIC = Path(__file__).parent / "static"
 _log = logging.getLogger("tripletface.service")
+
+
+class _TextConvertor(PathConvertor):
+    """A path parameter of any text, "/" and line breaks too (the route checks it)."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("text", _TextConvertor())
 
 # The most specific class first: an error gets the status of the first class it is an instance of.
 _STATUS: tuple[tuple[type[TripletfaceError], int], ...] = (
@@ -148,9 +158,9 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         await engine.health()  # brings the gallery gauges up to date
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    # {name:path}: a name may hold a "/", sent as %2F, which the server decodes before routing.
+    # {name:text}: a name may hold a "/" (sent as %2F, decoded before routing) or a line break.
     @app.post(
-        "/v1/people/{name:path}/faces",
+        "/v1/people/{name:text}/faces",
         status_code=201,
         response_model=schemas.Enrolled,
         responses=_errors(400, 401, 403, 409, 413, 415, 422, 503),
@@ -224,7 +234,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         return [schemas.Person(name=n, faces=count) for n, count in await engine.people()]
 
     @app.delete(
-        "/v1/people/{name:path}",
+        "/v1/people/{name:text}",
         response_model=schemas.Removed,
         responses=_errors(401, 403, 404, 503),
         dependencies=write,
