@@ -136,9 +136,13 @@ def test_enroll_identify_verify_list_remove(api, photos):
     assert as_json["same"] is True
     added = api.post("/v1/people/json-only/faces", json={"image": f"data:image/jpeg;base64,{text}"})
     assert added.status_code == 201, added.text
+    two = {"image": base64.b64encode(photos["two"]).decode()}
+    assert "2 faces" in error_of(api.post("/v1/people/json-only/faces", json=two), 400)
+    added = api.post("/v1/people/json-only/faces", json={**two, "largest": True})
+    assert added.status_code == 201, added.text
 
     assert api.delete("/v1/people/Eileen Collins").json() == {"removed": 2}
-    assert api.delete("/v1/people/json-only").json() == {"removed": 1}
+    assert api.delete("/v1/people/json-only").json() == {"removed": 2}
     assert all(p["name"] != "Eileen Collins" for p in api.get("/v1/people").json())
     error_of(api.delete("/v1/people/Eileen Collins"), 404)
 

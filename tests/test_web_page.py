@@ -108,6 +108,7 @@ class Server:
     url: str
     write_key: str
     read_key: str
+    log: Path  # its stdout and stderr, the access log included
 
     def api(self, key: str | None = None) -> httpx.Client:
         """An HTTP client of the server's API with the write key (or ``key``)."""
@@ -126,13 +127,13 @@ def server(tmp_path_factory) -> Iterator[Server]:
     command = [
         sys.executable, "-m", "tripletface", "serve", "--host", "127.0.0.1", "--port", "0",
         "--gallery", str(folder / "gallery.db"), "--detector", "hog", "--workers", "1",
-        "--api-keys", str(keys),
+        "--api-keys", str(keys), "--access-log",
     ]  # fmt: skip
     log = folder / "server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield Server(_served_url(process, log), write_key, read_key)
+        yield Server(_served_url(process, log), write_key, read_key, log)
     finally:
         process.terminate()
         try:
@@ -431,5 +432,9 @@ def test_an_api_key_session(browser, server, photos, empty_gallery):
         expect(status).to_be_hidden()
         with server.api() as api:
             assert api.get("/v1/people").json() == [{"name": "ada", "faces": 1}]
+        # Every request of the page was logged, and no key with it.
+        logged = server.log.read_text()
+        assert 'DELETE /v1/people/ada HTTP/1.1" 403' in logged
+        assert server.read_key not in logged and server.write_key not in logged
     finally:
         context.close()
