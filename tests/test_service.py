@@ -317,10 +317,17 @@ def test_cors_headers_only_for_the_origins_given(server):
 
 
 def test_metrics(api, photos):
+    assert api.post("/v1/people/m/faces", files={"image": photos["face"]}).status_code == 201
     api.post("/v1/identify", files={"image": photos["face"]})
+    api.delete("/v1/people/m")
     api.get("/healthz")
+    api.post("/v1/people/x/faces", files={"image": photos["scene"]})
+    api.get("/")
     text = api.get("/metrics").text
     assert 'tripletface_requests_total{method="POST",route="/v1/identify",status="200"}' in text
+    enrolled = 'method="POST",route="/v1/people/{name}/faces",status="400"'
+    assert f"tripletface_requests_total{{{enrolled}}}" in text
+    assert 'tripletface_requests_total{method="GET",route="/{path}",status="200"}' in text
     buckets = [line for line in text.splitlines() if "request_duration_seconds_bucket{" in line]
     assert any('route="/healthz"' in line and 'status="200"' in line for line in buckets)
     assert "tripletface_faces_detected_total" in text and "tripletface_faces_encoded_total" in text

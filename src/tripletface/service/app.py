@@ -345,7 +345,22 @@ class _Observed:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None)
-            label = "/" if path == "" else path or "unmatched"
-            self.metrics.observe(scope["method"], label, status, time.perf_counter() - start)
+            self.metrics.observe(
+                scope["method"],
+                _route_label(scope),
+                status,
+                time.perf_counter() - start,
+            )
+
+
+def _route_label(scope) -> str:
+    """The template of the route that took the request, as the API documents it
+    ("/v1/people/{name}"; "/{path}" for the page's files), never the path itself (a label per
+    name would grow without end); "unmatched" when no route took it."""
+    route = scope.get("route")  # FastAPI's routes put themselves there
+    if route is not None:
+        return route.path_format
+    if isinstance(scope.get("endpoint"), StaticFiles):  # a mount: the page, the docs' files
+        mounted = scope["root_path"][len(scope.get("app_root_path", "")) :]
+        return f"{mounted}/{{path}}"
+    return "unmatched"
