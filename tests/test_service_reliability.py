@@ -69,10 +69,15 @@ def test_kill_9_during_enrolment_loses_no_acknowledged_face(tmp_path, astronaut)
     with sqlite3.connect(gallery) as db:
         stored = {row[0] for row in db.execute("SELECT id FROM faces")}
     assert set(acknowledged) <= stored
-    with running_server(gallery) as again, httpx.Client(base_url=again.url) as client:
+    threshold = ("--threshold", "0.0625")
+    with running_server(gallery, *threshold) as again, httpx.Client(base_url=again.url) as client:
         health = client.get("/healthz").json()
         assert health["faces"] == len(stored) >= len(acknowledged)
         assert client.post("/v1/identify", files={"image": photos[0]}).status_code == 200
+        name = client.get("/v1/people").json()[0]["name"]  # person-I, enrolled from photos[I % 2]
+        photo = photos[int(name.removeprefix("person-")) % 2]
+        verdict = client.post("/v1/verify", files={"image": photo}, data={"name": name})
+        assert verdict.json()["threshold"] == 0.0625 and verdict.json()["same"] is True
 
 
 def test_killed_cli_leaves_no_detection_workers(tmp_path, astronaut):
