@@ -168,8 +168,11 @@ def test_run_sh_serve_binds_loopback_and_exits_0_on_sigint(tmp_path):
         assert preflight.status_code == 405 and "error" in preflight.json()
         assert "access-control-allow-origin" not in preflight.headers
         assert Path(f"{gallery}-wal").exists()  # the server holds the gallery open
+        workers = children(server.process.pid)
+        assert len(workers) == 2, workers
         server.process.send_signal(signal.SIGINT)
         assert server.process.wait(30) == 0, log.read_text()
         assert not Path(f"{gallery}-wal").exists(), "the gallery was not closed"
+        assert wait_gone(workers, 0) == []  # stopped before the server exited
     finally:
         stop(server.process)
