@@ -216,11 +216,16 @@ def page(browser, server, empty_gallery):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
     page.goto(server.url)
     use_key(page, server.write_key)
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    # Everything the page loads comes from the server itself (or is made in the page).
+    elsewhere = [url for url in fetched if not url.startswith((f"{server.url}/", "blob:", "data:"))]
+    assert fetched and not elsewhere, elsewhere
 
 
 def use_key(page, key: str) -> None:
