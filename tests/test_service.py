@@ -111,6 +111,9 @@ def test_enroll_identify_verify_list_remove(api, photos):
     )
     assert both.status_code == 201, both.text
     assert {"name": "Eileen Collins", "faces": 2} in api.get("/v1/people").json()
+    # largest as a query parameter, as the route's URL allows.
+    query = api.post("/v1/people/q/faces?largest=true", files={"image": photos["two"]})
+    assert query.status_code == 201 and api.delete("/v1/people/q").json() == {"removed": 1}
 
     faces = api.post("/v1/identify", files={"image": photos["two"]}).json()["faces"]
     assert len(faces) == 2
