@@ -8,6 +8,7 @@ import sqlite3
 import struct
 import subprocess
 import threading
+import time
 import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -246,6 +247,31 @@ def test_an_upload_of_unknown_length_is_refused_while_it_streams_in(server, keys
     assert b"limit of 1 MB" in answer
 
 
+def test_a_client_leaving_mid_upload_is_no_server_error(server, api, keys):
+    """Clients that close the connection halfway through their upload, multipart and JSON."""
+    host, port = server.url.removeprefix("http://").split(":")
+    starts = {
+        "multipart/form-data; boundary=XX": b'--XX\r\nContent-Disposition: form-data; name="image"',
+        "application/json": b'{"image": "iVBO',
+    }
+    left = 'tripletface_requests_total{method="POST",route="/v1/identify",status="400"}'
+    before = _metric_values(api, labelled=True).get(left, 0)
+    for content_type, start in starts.items():
+        with socket.create_connection((host, int(port)), timeout=60) as connection:
+            connection.sendall(
+                f"POST /v1/identify HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+                f"Authorization: Bearer {keys['write']}\r\nContent-Length: 100000\r\n\r\n".encode()
+                + start
+            )
+    deadline = time.monotonic() + 30  # until the server has noticed both leave
+    while _metric_values(api, labelled=True).get(left, 0) < before + 2:
+        assert time.monotonic() < deadline, api.get("/metrics").text
+        time.sleep(0.05)
+    assert 'status="500"' not in api.get("/metrics").text
+    log = server.log.read_text()
+    assert "internal error" not in log and "Traceback" not in log, log[-2000:]
+
+
 def _read_answer(connection: socket.socket) -> bytes:
     """One HTTP/1.1 answer with a Content-Length, head and body, from a socket."""
     data = b""
@@ -366,13 +392,14 @@ def test_cli_changes_to_the_gallery_are_seen_by_the_next_request(server, api, ph
     assert api.delete("/v1/people/from-api").json() == {"removed": 1}
 
 
-def _metric_values(api: httpx.Client) -> dict[str, float]:
-    """The server's unlabelled metrics (name -> value)."""
+def _metric_values(api: httpx.Client, labelled: bool = False) -> dict[str, float]:
+    """The server's metrics, name (with its labels if ``labelled``, else unlabelled only) ->
+    value."""
     lines = api.get("/metrics").text.splitlines()
     return {
         name: float(value)
-        for name, value in (line.split() for line in lines if line and line[0] != "#")
-        if "{" not in name
+        for name, value in (line.rsplit(" ", 1) for line in lines if line and line[0] != "#")
+        if labelled or "{" not in name
     }
 
 

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from swagger_ui_bundle import swagger_ui_path
 
 from tripletface import __version__
@@ -299,6 +300,11 @@ def _handle_errors(app: FastAPI) -> None:
         if error.status_code == 405:
             return answer(405, f"{request.method} is not allowed on {request.url.path}: see /docs")
         return answer(error.status_code, str(error.detail))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, _error: ClientDisconnect) -> JSONResponse:
+        # Not a bug of the server: nobody is left to read this answer, but metrics count it.
+        return answer(400, f"the client left before the end of its {request.method} request")
 
     @app.exception_handler(Exception)
     async def bug(request: Request, error: Exception) -> JSONResponse:
