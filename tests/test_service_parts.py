@@ -1,17 +1,19 @@
 """The service's parts without a server: API keys, names, encoder batching, request bodies."""
 
 import asyncio
+import io
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
 from tripletface.errors import InputError
 from tripletface.service.batching import EncoderBatcher
 from tripletface.service.engine import check_name
 from tripletface.service.keys import add_key, allows, key_digest, load_keys, scope_of
-from tripletface.service.photos import TooLargeError, decode_base64
+from tripletface.service.photos import NotAnImageError, TooLargeError, decode_base64, decode_image
 from tripletface.service.uploads import MissingFieldError, read_body
 
 
@@ -64,6 +66,32 @@ def test_concurrent_requests_share_one_encoder_pass():
     assert passes == [sum(len(r) for r in requests)]  # one pass for all eight
     for chips, answer in zip(requests, answers, strict=True):
         assert np.array_equal(answer, encode(chips))
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_photos_in_the_listed_formats_are_decoded(kind):
+    """MPO: the two-image JPEG of many phones and cameras."""
+    pixels = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    image, buffer = Image.fromarray(pixels), io.BytesIO()
+    image.save(
+        buffer,
+        format=kind,
+        **({"save_all": True, "append_images": [image]} if kind == "MPO" else {}),
+    )
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.shape == (24, 32, 3) and decoded.dtype == np.uint8
+    if kind in ("PNG", "BMP", "TIFF"):  # lossless
+        assert np.array_equal(decoded, pixels)
+
+
+def test_formats_outside_the_list_are_refused_unopened():
+    """EPS would run Ghostscript on the upload; PPM is harmless but not listed either."""
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto showpage\n"
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PPM")
+    for data in (eps, buffer.getvalue(), b"", b"<svg xmlns='http://www.w3.org/2000/svg'/>"):
+        with pytest.raises(NotAnImageError):
+            decode_image(data)
 
 
 def _chunks(data: bytes, size: int = 7):

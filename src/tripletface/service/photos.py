@@ -20,6 +20,10 @@ from tripletface.faces.extract import Box, ChipMaker
 
 #: Images with more pixels are refused before they are decoded (decompression bombs).
 MAX_PIXELS = 40_000_000
+#: The only formats an upload is opened as. Pillow knows more, and some are unsafe on untrusted
+#: bytes: an EPS file is rendered by running Ghostscript on it, through a temporary file.
+#: (Pillow opens the MPO files of many phones and cameras as JPEG.)
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class NotAnImageError(InputError):
@@ -64,7 +68,7 @@ def decode_base64(text: bytes) -> bytes:
 def decode_image(data: bytes) -> np.ndarray:
     """H x W x 3 uint8 RGB pixels of an encoded image, its size checked before decoding."""
     try:
-        opened = Image.open(io.BytesIO(data))
+        opened = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
         raise _too_many_pixels() from None
     except (OSError, SyntaxError, ValueError):
