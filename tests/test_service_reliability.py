@@ -69,8 +69,8 @@ def test_kill_9_during_enrolment_loses_no_acknowledged_face(tmp_path, astronaut)
     with sqlite3.connect(gallery) as db:
         stored = {row[0] for row in db.execute("SELECT id FROM faces")}
     assert set(acknowledged) <= stored
-    threshold = ("--threshold", "0.0625")
-    with running_server(gallery, *threshold) as again, httpx.Client(base_url=again.url) as client:
+    options = ("--threshold", "0.0625", "--tta")
+    with running_server(gallery, *options) as again, httpx.Client(base_url=again.url) as client:
         health = client.get("/healthz").json()
         assert health["faces"] == len(stored) >= len(acknowledged)
         assert client.post("/v1/identify", files={"image": photos[0]}).status_code == 200
@@ -78,6 +78,9 @@ def test_kill_9_during_enrolment_loses_no_acknowledged_face(tmp_path, astronaut)
         photo = photos[int(name.removeprefix("person-")) % 2]
         verdict = client.post("/v1/verify", files={"image": photo}, data={"name": name})
         assert verdict.json()["threshold"] == 0.0625 and verdict.json()["same"] is True
+        # With --tta the probe is the mean of the photo's and its mirror's embeddings, so no
+        # longer the very embedding enrolled from the same photo without it.
+        assert verdict.json()["distance"] > 1e-4
 
 
 def test_killed_cli_leaves_no_detection_workers(tmp_path, astronaut):

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 from tripletface.cli.arguments import at_least
-from tripletface.cli.recognize import _detector, _options
+from tripletface.cli.recognize import _options, _recognizer
 from tripletface.errors import InputError
 
 
 def register(subparsers) -> None:
     """Add the serve and api-key subcommands."""
-    # The recognition options (--gallery, --encoder, --threshold, --detector, --workers), so that
-    # the server reads a gallery exactly as the other commands do.
+    # The recognition options (--gallery, --encoder, --threshold, --detector, --workers, --tta),
+    # so that the server reads a gallery exactly as the other commands do.
     p = subparsers.add_parser(
         "serve",
         parents=[_options()],
@@ -89,13 +89,10 @@ def serve(args) -> int:
 def _app(args, keys, pool):
     """The app and its engine: the recognizer loaded, the gallery opened and checked."""
     from tripletface.models.runtime import TorchRuntime
-    from tripletface.recognize import FaceRecognizer
     from tripletface.service.app import Settings, create_app
     from tripletface.service.engine import Engine
 
-    recognizer = FaceRecognizer(
-        args.gallery, args.encoder, args.threshold, _detector(args), runtime=args.runtime
-    )
+    recognizer = _recognizer(args)
     if isinstance(recognizer.runtime, TorchRuntime):
         import torch
 
