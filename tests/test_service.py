@@ -458,5 +458,10 @@ def test_concurrent_clients_leave_the_gallery_consistent(server, api, photos):
             ).fetchall()
         )
     assert stored == {name: n for name, n in expected.items() if n}
+    # The search index agrees: the faces found are the listed ones, and none once removed.
+    faces = api.post("/v1/identify", files={"image": photos["face"]}).json()["faces"]
+    assert faces[0]["name"] in listed and faces[0]["distance"] < 1e-6
     for name in expected:
-        api.delete(f"/v1/people/{name}")
+        assert api.delete(f"/v1/people/{name}").status_code == 200
+    after = api.post("/v1/identify", files={"image": photos["face"]})
+    assert after.status_code == 409 or after.json()["faces"][0]["name"] not in expected
