@@ -179,3 +179,43 @@ def test_run_sh_serve_binds_loopback_and_exits_0_on_sigint(tmp_path):
         assert wait_gone(workers, 0) == []  # stopped before the server exited
     finally:
         stop(server.process)
+
+
+# Programs whose forked helpers sleep in C (holding the GIL, as dlib's detection does) once they
+# printed "ready": the helpers of watch (video) and of the chip cache (train, evaluate, finetune).
+HELPERS = {
+    "video": (
+        "from tripletface.faces.extract import ChipMaker\n"
+        "from tripletface.video import _Detections\n"
+        "detections = _Detections(ChipMaker(None, 8, None), parallel=True)\n"
+        "detections._pool.submit(time.sleep, 60)\n"
+    ),
+    "chips": (
+        "from tripletface.data.chips import _map\n"
+        "print('ready', flush=True)\n"
+        "list(_map(time.sleep, [(60,), (60,)], 2))\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HELPERS))
+def test_killed_process_leaves_no_helper_processes(kind):
+    """The other pools of worker processes die with their parent's ``kill -9`` too."""
+    code = f"import time\n{HELPERS[kind]}print('ready', flush=True)\ntime.sleep(60)\n"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    helpers = []
+    try:
+        assert process.stdout.readline() == b"ready\n"
+        expected = 2 if kind == "chips" else 1
+        deadline = time.monotonic() + 30
+        while len(children(process.pid)) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        helpers = children(process.pid)
+        assert len(helpers) == expected and process.poll() is None, helpers
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert wait_gone(helpers, 5) == []
+    finally:
+        stop(process)
+        for orphan in wait_gone(helpers, 0):
+            os.kill(orphan, signal.SIGKILL)

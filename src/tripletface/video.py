@@ -20,7 +20,7 @@ import multiprocessing as mp
 import os
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -32,7 +32,7 @@ import numpy as np
 
 from tripletface.data.images import draw_labelled_boxes, save_image_atomic
 from tripletface.errors import InputError
-from tripletface.faces.extract import ChipMaker
+from tripletface.faces.extract import ChipMaker, worker_pool
 from tripletface.tracking import Box, Tracker, TrackEvent, box_iou
 
 # Network streams give up after this many seconds without data (opening, then each read).
@@ -213,7 +213,7 @@ class _Detections:
         self.maker = maker
         self._pool = None
         if parallel and "fork" in mp.get_all_start_methods():
-            self._pool = ProcessPoolExecutor(1, mp.get_context("fork"))
+            self._pool = worker_pool(1)  # its worker dies with this process, also on kill -9
             self._pool.submit(int).result()  # fork now, before the decoder starts its threads
         self.pending: tuple[int, float, np.ndarray, dict, Future] | None = None
 

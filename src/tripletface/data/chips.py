@@ -19,7 +19,6 @@ import json
 import multiprocessing as mp
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from tripletface.faces.choice import (
     similar_faces,
 )
 from tripletface.faces.detect import FaceDetector
+from tripletface.faces.extract import worker_pool
 from tripletface.models.checkpoint import write_atomic
 
 #: Bumped when the cache layout or the way chips are cut changes; older caches are rebuilt.
@@ -283,7 +283,7 @@ def _map(function: Callable, items: list[tuple], workers: int) -> Iterator:
         return (function(*item) for item in items)
     global _TASK
     _TASK = function
-    pool = ProcessPoolExecutor(workers, mp.get_context("fork"))
+    pool = worker_pool(workers)  # its workers die with this process, also on kill -9
 
     def results() -> Iterator:
         with pool:
