@@ -12,11 +12,10 @@ Every figure comes from the run.
 """
 
 import copy
-import multiprocessing
 import resource
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from tripletface.data.synthetic import SyntheticFaces
 from tripletface.errors import InputError
 from tripletface.evaluate import EvaluationReport, evaluate
+from tripletface.faces.extract import worker_pool
 from tripletface.metrics import roc_curve
 from tripletface.models import create_encoder
 from tripletface.models.base import Encoder
@@ -334,8 +334,7 @@ def _workers(config: DemoConfig):
     """
     if not config.parallel:
         return nullcontext(None)
-    context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(len(STRATEGIES), mp_context=context)
+    return worker_pool(len(STRATEGIES), "spawn")
 
 
 def _fit_quietly(settings: TrainConfig, dataset: SyntheticFaces, encoder: Encoder) -> RunResult:

@@ -108,16 +108,17 @@ def file_hash(path: str | Path) -> str:
 _PARENT_POLL = 0.5
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """``workers`` forked processes that exit by themselves when the process that made them dies.
+def worker_pool(workers: int, start: str = "fork") -> ProcessPoolExecutor:
+    """``workers`` processes (forked, or started as ``start`` says: "spawn") that exit by
+    themselves when the process that made them dies.
 
-    Forked workers inherit both ends of the pool's pipes, so a parent killed with SIGKILL never
-    closes them and the workers would wait for work forever. The pool forks all its workers at
-    the first ``submit``: make it from a thread that lives as long as the pool (the main one),
-    since Linux sends the parent-death signal when the forking *thread* ends.
+    Workers inherit ends of the pool's pipes (forked ones both), so a parent killed with SIGKILL
+    never closes them and the workers would wait for work forever. The pool starts all its
+    workers at the first ``submit``: make it from a thread that lives as long as the pool (the
+    main one), since Linux sends the parent-death signal when the starting *thread* ends.
     """
     return ProcessPoolExecutor(
-        workers, mp.get_context("fork"), initializer=_follow_parent, initargs=(os.getpid(),)
+        workers, mp.get_context(start), initializer=_follow_parent, initargs=(os.getpid(),)
     )
 
 
