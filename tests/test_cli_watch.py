@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import pytest
 from test_video import crossing, rec, walking  # noqa: F401 (rec: the gallery fixture)
 from videos import decoded_frames, truncate, write_video
@@ -145,3 +146,15 @@ def test_a_live_stream_runs_until_sigterm_then_finishes_cleanly(rec, tmp_path): 
     frames, rate = decoded_frames(video)
     assert frames > 10 and rate == 25.0
     assert "seen: eileen" in out
+
+
+@pytest.mark.parametrize(("suffix", "rate"), [(".avi", 15), (".webm", 30), (".mov", 12)])
+def test_each_container_is_read_and_annotated_at_its_own_rate(rec, tmp_path, suffix, rate):  # noqa: F811
+    source = write_video(tmp_path / f"walk{suffix}", 25, walking, rate=rate)
+    events, video = tmp_path / "e.jsonl", tmp_path / "out.mp4"
+    assert watch(rec, source, "--events", str(events), "--annotate", str(video)) == 0
+    (track,), _ = read_events(events)
+    assert track["name"] == "eileen" and track["frames"] >= 10
+    assert decoded_frames(video) == (25, float(rate))
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"

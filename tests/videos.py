@@ -8,7 +8,16 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
-FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".avi": "avi", ".mov": "mov"}
+FORMATS = {
+    ".mp4": "mp4",
+    ".mkv": "matroska",
+    ".ts": "mpegts",
+    ".avi": "avi",
+    ".mov": "mov",
+    ".webm": "webm",
+}
+# The codec each container is usually found with (H.264 otherwise).
+CODECS = {".webm": "libvpx", ".avi": "mpeg4"}
 
 Placement = tuple[np.ndarray, int, int]
 
@@ -36,8 +45,9 @@ def write_video(
 ) -> Path:
     """A video of ``frames`` frames where frame i shows placements(i): (sprite, left, top)."""
     width, height = size
-    container = av.open(str(path), "w", format=FORMATS[Path(path).suffix])
-    stream = container.add_stream("libx264", rate=rate)
+    suffix = Path(path).suffix
+    container = av.open(str(path), "w", format=FORMATS[suffix])
+    stream = container.add_stream(CODECS.get(suffix, "libx264"), rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     for index in range(frames):
         image = np.full((height, width, 3), 70, dtype=np.uint8)
