@@ -1,18 +1,16 @@
 """``tripletface watch``: outputs, exit codes, and what is left when the video breaks off."""
 
-import http.server
 import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import av
 import pytest
 from test_video import crossing, rec, walking  # noqa: F401 (rec: the gallery fixture)
-from videos import decoded_frames, truncate, write_video
+from videos import decoded_frames, live_stream, truncate, write_video
 
 from tripletface.cli import main
 
@@ -69,10 +67,36 @@ def test_missing_and_unreadable_sources_are_one_line(rec, tmp_path, capsys):  # 
     assert capsys.readouterr().err == f"tripletface: error: {tmp_path / 'gone.mp4'}: no such file\n"
     assert not events.exists()
     assert watch(rec, "/dev/video98") == 2
-    assert "/dev/video98: no such camera" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("tripletface: error: /dev/video98: no such camera")
+    text = tmp_path / "notes.webm"
+    text.write_text("not a video\n")
+    assert watch(rec, text, "--events", str(events)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tripletface: error: {text}: cannot read it as")
+    assert watch(rec, "rtsp://127.0.0.1:9/door") == 2  # nobody serves on the discard port
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "tripletface: error: rtsp://127.0.0.1:9/door: cannot read it as a video "
+        "(Connection refused)"
+    ]
+    assert not events.exists()
     with pytest.raises(SystemExit):
         watch(rec, tmp_path / "gone.mp4", "--start", "soon")
     assert "not a time" in capsys.readouterr().err
+
+
+def test_a_stream_that_stops_keeps_what_came_before(rec, tmp_path, capsys):  # noqa: F811
+    data = write_video(tmp_path / "live.ts", 60, walking).read_bytes()
+    events, video = tmp_path / "e.jsonl", tmp_path / "out.mp4"
+    with live_stream(data[: len(data) // 2]) as (url, _):  # cut off half way
+        code = watch(rec, url, "--events", str(events), "--annotate", str(video), "--workers", "0")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"tripletface: error: {url}: the ")
+    tracks, summary = read_events(events)
+    assert [t["name"] for t in tracks] == ["eileen"] and summary[0]["name"] == "eileen"
+    frames, rate = decoded_frames(video)  # finalised: it plays to the point where it broke off
+    assert 5 < frames < 60 and rate == 25.0
 
 
 def test_start_and_duration_in_minutes_and_seconds(rec, tmp_path, capsys):  # noqa: F811
@@ -83,68 +107,48 @@ def test_start_and_duration_in_minutes_and_seconds(rec, tmp_path, capsys):  # no
     assert 0.8 <= track["first"] < track["last"] < 1.6
 
 
-class Paced(http.server.BaseHTTPRequestHandler):
-    """A live stream on loopback: the video's bytes at about its own rate, no length announced."""
-
-    data = b""
-    sent = 0
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "video/mp2t")
-        self.end_headers()
-        chunk = len(self.data) // 50
-        try:
-            for start in range(0, len(self.data), chunk):
-                self.wfile.write(self.data[start : start + chunk])
-                self.wfile.flush()
-                type(self).sent = start + chunk
-                time.sleep(0.08)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, *args):
-        pass
+def comes_and_goes(index: int):
+    """The astronaut walking for 1.6 s, gone for 1.4 s (her track ends), back for 3 s."""
+    return walking(index % 50) if index < 40 or index >= 75 else []
 
 
 @pytest.mark.slow
-def test_a_live_stream_runs_until_sigterm_then_finishes_cleanly(rec, tmp_path):  # noqa: F811
-    Paced.data = write_video(tmp_path / "live.ts", 120, lambda i: walking(i % 50)).read_bytes()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Paced)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/live.ts"
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_live_stream_runs_until_a_signal_then_finishes_cleanly(rec, tmp_path, stop):  # noqa: F811
+    data = write_video(tmp_path / "live.ts", 150, comes_and_goes).read_bytes()
     events, video = tmp_path / "e.jsonl", tmp_path / "out.mp4"
-    command = [
-        sys.executable,
-        "-m",
-        "tripletface",
-        "watch",
-        url,
-        "--gallery",
-        str(rec.gallery_path),
-    ]
-    process = subprocess.Popen(
-        [*command, "--events", str(events), "--annotate", str(video)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while Paced.sent < len(Paced.data) // 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-        server.shutdown()
-        thread.join()
+    with live_stream(data, pause=0.12) as (url, sent):  # 6 s of video in about 6 s
+        command = [sys.executable, "-m", "tripletface", "watch", url]
+        command += ["--gallery", str(rec.gallery_path), "--events", str(events)]
+        process = subprocess.Popen(
+            [*command, "--annotate", str(video)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while process.poll() is None and time.monotonic() < deadline:
+                if events.exists() and events.read_text().endswith("\n"):
+                    break
+                time.sleep(0.05)
+            # the first track's line is on disk while the stream still runs: flushed at once
+            assert process.poll() is None
+            first = json.loads(events.read_text())
+            while sent() < 0.7 * len(data) and time.monotonic() < deadline:
+                time.sleep(0.05)  # she is back
+            assert process.poll() is None and sent() < len(data)
+            process.send_signal(stop)
+            out, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
     assert process.returncode == 0, err
     tracks, summary = read_events(events)
-    assert tracks and summary[0]["name"] == "eileen"
+    assert tracks[0] == first and first["name"] == "eileen" and first["last"] < 1.7
+    assert [t["name"] for t in tracks] == ["eileen", "eileen"]
+    assert [(s["name"], s["tracks"]) for s in summary] == [("eileen", 2)]
     frames, rate = decoded_frames(video)
-    assert frames > 10 and rate == 25.0
+    assert 75 < frames < 150 and rate == 25.0
     assert "seen: eileen" in out
 
 

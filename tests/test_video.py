@@ -1,11 +1,9 @@
-import http.server
-import threading
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from videos import astronaut_head, decoded_frames, lfw_face, truncate, write_video
+from videos import astronaut_head, decoded_frames, lfw_face, live_stream, truncate, write_video
 
 from tripletface.data.images import load_image
 from tripletface.errors import InputError
@@ -180,29 +178,11 @@ def test_a_truncated_video_ends_its_tracks_then_fails(rec, tmp_path, cross):
 
 def test_a_stream_that_stops_ends_its_tracks_then_fails(rec, tmp_path):
     data = write_video(tmp_path / "live.ts", 60, walking).read_bytes()
-
-    class Half(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # a live stream: no length announced, cut off half way
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp2t")
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Half)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/live.ts"
-    try:
+    with live_stream(data[: len(data) // 2]) as (url, _):  # cut off half way
         session = Watch(rec, url, parallel=False)
         assert session.source.live
         results = []
         with pytest.raises(InputError, match=f"{url}: the (video breaks off|stream stopped)"):
             for result in session:
                 results.append(result)
-    finally:
-        server.shutdown()
-        thread.join()
     assert results and [e.name for e in ended(results)] == ["eileen"]
