@@ -1,6 +1,8 @@
 """``tripletface watch``: outputs, exit codes, and what is left when the video breaks off."""
 
+import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -44,8 +46,37 @@ def test_watch_writes_events_annotated_video_and_snapshots(rec, cross, tmp_path,
         assert 0 <= track["first"] < track["last"] <= 2.0 and track["frames"] > 20
     assert [(s["name"], s["tracks"]) for s in summary] == [("eileen", 1), (None, 1)]
     assert decoded_frames(video) == (50, 25.0)
-    assert len(list(snaps.glob("cross-track*.png"))) == 1
+    (snapshot,) = snaps.glob("cross-track*.png")
     assert "eileen (track" in out.out and "seen: eileen from 00:00.0" in out.out
+    # the stranger's snapshot is enrolled as it is; then the stranger is named in the video
+    later = tmp_path / "later.db"
+    assert main(["enroll", "stranger", str(snapshot), "--gallery", str(later)]) == 0
+    assert main(["watch", str(cross), "--gallery", str(later), "--events", str(events)]) == 0
+    tracks, _ = read_events(events)
+    assert sorted(t["name"] or "" for t in tracks) == ["", "stranger"]
+
+
+def test_the_threshold_decides_who_is_known(rec, tmp_path):  # noqa: F811
+    walk = write_video(tmp_path / "walk.mp4", 25, walking)
+    events = tmp_path / "e.jsonl"
+    assert watch(rec, walk, "--events", str(events), "--threshold", "0.001") == 0
+    (track,), _ = read_events(events)
+    assert track["name"] is None and track["distance"] > 0.001  # her distance, now too far
+
+
+class Terminal(io.StringIO):
+    """Standard error as a terminal, where the progress bar shows."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_file_shows_a_progress_bar_with_frames_per_second(rec, tmp_path, monkeypatch):  # noqa: F811
+    walk = write_video(tmp_path / "walk.mp4", 25, walking)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert watch(rec, walk) == 0
+    last = sys.stderr.getvalue().split("\r")[-1]
+    assert re.match(r"walk\.mp4: 100%.* 25/25 \[.*[0-9.]+frame/s\]", last), last
 
 
 def test_a_truncated_video_keeps_what_came_before(rec, cross, tmp_path, capsys):  # noqa: F811
