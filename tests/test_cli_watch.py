@@ -11,7 +11,7 @@ from pathlib import Path
 
 import av
 import pytest
-from test_video import crossing, rec, walking  # noqa: F401 (rec: the gallery fixture)
+from test_video import crossing, rec, stream_that_stops, walking  # noqa: F401 (rec: the gallery fixture)
 from videos import decoded_frames, live_stream, truncate, write_video
 
 from tripletface.cli import main
@@ -116,10 +116,10 @@ def test_missing_and_unreadable_sources_are_one_line(rec, tmp_path, capsys):  # 
     assert "not a time" in capsys.readouterr().err
 
 
-def test_a_stream_that_stops_keeps_what_came_before(rec, tmp_path, capsys):  # noqa: F811
-    data = write_video(tmp_path / "live.ts", 60, walking).read_bytes()
+@pytest.mark.parametrize("kind", ["http", "rtsp"])
+def test_a_stream_that_stops_keeps_what_came_before(rec, tmp_path, capsys, kind):  # noqa: F811
     events, video = tmp_path / "e.jsonl", tmp_path / "out.mp4"
-    with live_stream(data[: len(data) // 2]) as (url, _):  # cut off half way
+    with stream_that_stops(kind, tmp_path) as url:
         code = watch(rec, url, "--events", str(events), "--annotate", str(video), "--workers", "0")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2

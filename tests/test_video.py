@@ -1,8 +1,11 @@
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from rtsp_server import rtsp_stream
 from videos import astronaut_head, decoded_frames, lfw_face, live_stream, truncate, write_video
 
 from tripletface.data.images import load_image
@@ -210,13 +213,27 @@ def test_a_truncated_video_ends_its_tracks_then_fails(rec, tmp_path, cross):
     assert all(e.last <= results[-1].time for e in events)
 
 
-def test_a_stream_that_stops_ends_its_tracks_then_fails(rec, tmp_path):
-    data = write_video(tmp_path / "live.ts", 60, walking).read_bytes()
-    with live_stream(data[: len(data) // 2]) as (url, _):  # cut off half way
+@contextlib.contextmanager
+def stream_that_stops(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of a live stream of the astronaut walking that stops before 60 frames: over
+    HTTP, cut off half way; over RTSP, its publisher done after 40 frames."""
+    if kind == "http":
+        data = write_video(folder / "live.ts", 60, walking).read_bytes()
+        with live_stream(data[: len(data) // 2]) as (url, _):
+            yield url
+    else:
+        with rtsp_stream(write_video(folder / "live.ts", 40, walking), speed=2) as url:
+            yield url
+
+
+@pytest.mark.parametrize("kind", ["http", "rtsp"])
+def test_a_stream_that_stops_ends_its_tracks_then_fails(rec, tmp_path, kind):
+    with stream_that_stops(kind, tmp_path) as url:
+        assert url.startswith(f"{kind}://")
         session = Watch(rec, url, parallel=False)
         assert session.source.live
         results = []
         with pytest.raises(InputError, match=f"{url}: the (video breaks off|stream stopped)"):
             for result in session:
                 results.append(result)
-    assert results and [e.name for e in ended(results)] == ["eileen"]
+    assert 5 < len(results) < 60 and [e.name for e in ended(results)] == ["eileen"]
