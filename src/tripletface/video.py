@@ -11,8 +11,9 @@ process on the second core while this one follows every face with dlib's correla
 (Danelljan et al., "Accurate Scale Estimation for Robust Visual Tracking", BMVC 2014), updated
 every other frame. A detection lands a few frames after the frame it was made on: it is matched to
 the tracks as they were on that frame, and its box is moved by as much as the track has moved
-since. Faces are embedded when their track starts, when boxes are ambiguous and once every
-``embed_every`` seconds; ``tracking.Tracker`` decides the rest, names included.
+since; a new face's tracker starts on that frame and runs over the frames since. Faces are
+embedded when their track starts, when boxes are ambiguous and once every ``embed_every``
+seconds; ``tracking.Tracker`` decides the rest, names included.
 """
 
 import math
