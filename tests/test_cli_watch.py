@@ -1,17 +1,18 @@
 """``tripletface watch``: outputs, exit codes, and what is left when the video breaks off."""
 
-import http.server
+import io
 import json
+import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+import av
 import pytest
-from test_video import crossing, rec, walking  # noqa: F401 (rec: the gallery fixture)
-from videos import decoded_frames, truncate, write_video
+from test_video import crossing, rec, stream_that_stops, walking  # noqa: F401 (rec: the gallery fixture)
+from videos import decoded_frames, live_stream, truncate, write_video
 
 from tripletface.cli import main
 
@@ -45,8 +46,37 @@ def test_watch_writes_events_annotated_video_and_snapshots(rec, cross, tmp_path,
         assert 0 <= track["first"] < track["last"] <= 2.0 and track["frames"] > 20
     assert [(s["name"], s["tracks"]) for s in summary] == [("eileen", 1), (None, 1)]
     assert decoded_frames(video) == (50, 25.0)
-    assert len(list(snaps.glob("cross-track*.png"))) == 1
+    (snapshot,) = snaps.glob("cross-track*.png")
     assert "eileen (track" in out.out and "seen: eileen from 00:00.0" in out.out
+    # the stranger's snapshot is enrolled as it is; then the stranger is named in the video
+    later = tmp_path / "later.db"
+    assert main(["enroll", "stranger", str(snapshot), "--gallery", str(later)]) == 0
+    assert main(["watch", str(cross), "--gallery", str(later), "--events", str(events)]) == 0
+    tracks, _ = read_events(events)
+    assert sorted(t["name"] or "" for t in tracks) == ["", "stranger"]
+
+
+def test_the_threshold_decides_who_is_known(rec, tmp_path):  # noqa: F811
+    walk = write_video(tmp_path / "walk.mp4", 25, walking)
+    events = tmp_path / "e.jsonl"
+    assert watch(rec, walk, "--events", str(events), "--threshold", "0.001") == 0
+    (track,), _ = read_events(events)
+    assert track["name"] is None and track["distance"] > 0.001  # her distance, now too far
+
+
+class Terminal(io.StringIO):
+    """Standard error as a terminal, where the progress bar shows."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_file_shows_a_progress_bar_with_frames_per_second(rec, tmp_path, monkeypatch):  # noqa: F811
+    walk = write_video(tmp_path / "walk.mp4", 25, walking)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert watch(rec, walk) == 0
+    last = sys.stderr.getvalue().split("\r")[-1]
+    assert re.match(r"walk\.mp4: 100%.* 25/25 \[.*[0-9.]+frame/s\]", last), last
 
 
 def test_a_truncated_video_keeps_what_came_before(rec, cross, tmp_path, capsys):  # noqa: F811
@@ -68,10 +98,36 @@ def test_missing_and_unreadable_sources_are_one_line(rec, tmp_path, capsys):  # 
     assert capsys.readouterr().err == f"tripletface: error: {tmp_path / 'gone.mp4'}: no such file\n"
     assert not events.exists()
     assert watch(rec, "/dev/video98") == 2
-    assert "/dev/video98: no such camera" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("tripletface: error: /dev/video98: no such camera")
+    text = tmp_path / "notes.webm"
+    text.write_text("not a video\n")
+    assert watch(rec, text, "--events", str(events)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tripletface: error: {text}: cannot read it as")
+    assert watch(rec, "rtsp://127.0.0.1:9/door") == 2  # nobody serves on the discard port
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "tripletface: error: rtsp://127.0.0.1:9/door: cannot read it as a video "
+        "(Connection refused)"
+    ]
+    assert not events.exists()
     with pytest.raises(SystemExit):
         watch(rec, tmp_path / "gone.mp4", "--start", "soon")
     assert "not a time" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["http", "rtsp"])
+def test_a_stream_that_stops_keeps_what_came_before(rec, tmp_path, capsys, kind):  # noqa: F811
+    events, video = tmp_path / "e.jsonl", tmp_path / "out.mp4"
+    with stream_that_stops(kind, tmp_path) as url:
+        code = watch(rec, url, "--events", str(events), "--annotate", str(video), "--workers", "0")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"tripletface: error: {url}: the ")
+    tracks, summary = read_events(events)
+    assert [t["name"] for t in tracks] == ["eileen"] and summary[0]["name"] == "eileen"
+    frames, rate = decoded_frames(video)  # finalised: it plays to the point where it broke off
+    assert 5 < frames < 60 and rate == 25.0
 
 
 def test_start_and_duration_in_minutes_and_seconds(rec, tmp_path, capsys):  # noqa: F811
@@ -82,66 +138,58 @@ def test_start_and_duration_in_minutes_and_seconds(rec, tmp_path, capsys):  # no
     assert 0.8 <= track["first"] < track["last"] < 1.6
 
 
-class Paced(http.server.BaseHTTPRequestHandler):
-    """A live stream on loopback: the video's bytes at about its own rate, no length announced."""
-
-    data = b""
-    sent = 0
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "video/mp2t")
-        self.end_headers()
-        chunk = len(self.data) // 50
-        try:
-            for start in range(0, len(self.data), chunk):
-                self.wfile.write(self.data[start : start + chunk])
-                self.wfile.flush()
-                type(self).sent = start + chunk
-                time.sleep(0.08)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, *args):
-        pass
+def comes_and_goes(index: int):
+    """The astronaut walking for 1.6 s, gone for 1.4 s (her track ends), back for 3 s."""
+    return walking(index % 50) if index < 40 or index >= 75 else []
 
 
 @pytest.mark.slow
-def test_a_live_stream_runs_until_sigterm_then_finishes_cleanly(rec, tmp_path):  # noqa: F811
-    Paced.data = write_video(tmp_path / "live.ts", 120, lambda i: walking(i % 50)).read_bytes()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Paced)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/live.ts"
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_live_stream_runs_until_a_signal_then_finishes_cleanly(rec, tmp_path, stop):  # noqa: F811
+    data = write_video(tmp_path / "live.ts", 150, comes_and_goes).read_bytes()
     events, video = tmp_path / "e.jsonl", tmp_path / "out.mp4"
-    command = [
-        sys.executable,
-        "-m",
-        "tripletface",
-        "watch",
-        url,
-        "--gallery",
-        str(rec.gallery_path),
-    ]
-    process = subprocess.Popen(
-        [*command, "--events", str(events), "--annotate", str(video)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while Paced.sent < len(Paced.data) // 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-        server.shutdown()
-        thread.join()
+    with live_stream(data, pause=0.12) as (url, sent):  # 6 s of video in about 6 s
+        command = [sys.executable, "-m", "tripletface", "watch", url]
+        command += ["--gallery", str(rec.gallery_path), "--events", str(events)]
+        process = subprocess.Popen(
+            [*command, "--annotate", str(video)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while process.poll() is None and time.monotonic() < deadline:
+                if events.exists() and events.read_text().endswith("\n"):
+                    break
+                time.sleep(0.05)
+            # the first track's line is on disk while the stream still runs: flushed at once
+            assert process.poll() is None
+            first = json.loads(events.read_text())
+            while sent() < 0.7 * len(data) and time.monotonic() < deadline:
+                time.sleep(0.05)  # she is back
+            assert process.poll() is None and sent() < len(data)
+            process.send_signal(stop)
+            out, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
     assert process.returncode == 0, err
     tracks, summary = read_events(events)
-    assert tracks and summary[0]["name"] == "eileen"
+    assert tracks[0] == first and first["name"] == "eileen" and first["last"] < 1.7
+    assert [t["name"] for t in tracks] == ["eileen", "eileen"]
+    assert [(s["name"], s["tracks"]) for s in summary] == [("eileen", 2)]
     frames, rate = decoded_frames(video)
-    assert frames > 10 and rate == 25.0
+    assert 75 < frames < 150 and rate == 25.0
     assert "seen: eileen" in out
+
+
+@pytest.mark.parametrize(("suffix", "rate"), [(".avi", 15), (".webm", 30), (".mov", 12)])
+def test_each_container_is_read_and_annotated_at_its_own_rate(rec, tmp_path, suffix, rate):  # noqa: F811
+    source = write_video(tmp_path / f"walk{suffix}", 25, walking, rate=rate)
+    events, video = tmp_path / "e.jsonl", tmp_path / "out.mp4"
+    assert watch(rec, source, "--events", str(events), "--annotate", str(video)) == 0
+    (track,), _ = read_events(events)
+    assert track["name"] == "eileen" and track["frames"] >= 10
+    assert decoded_frames(video) == (25, float(rate))
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"

@@ -1,6 +1,9 @@
 """Small test videos made with PyAV: real faces (scikit-image's photos) moving over a background."""
 
-from collections.abc import Callable
+import contextlib
+import http.server
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -8,7 +11,16 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
-FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".avi": "avi", ".mov": "mov"}
+FORMATS = {
+    ".mp4": "mp4",
+    ".mkv": "matroska",
+    ".ts": "mpegts",
+    ".avi": "avi",
+    ".mov": "mov",
+    ".webm": "webm",
+}
+# The codec each container is usually found with (H.264 otherwise).
+CODECS = {".webm": "libvpx", ".avi": "mpeg4"}
 
 Placement = tuple[np.ndarray, int, int]
 
@@ -36,8 +48,9 @@ def write_video(
 ) -> Path:
     """A video of ``frames`` frames where frame i shows placements(i): (sprite, left, top)."""
     width, height = size
-    container = av.open(str(path), "w", format=FORMATS[Path(path).suffix])
-    stream = container.add_stream("libx264", rate=rate)
+    suffix = Path(path).suffix
+    container = av.open(str(path), "w", format=FORMATS[suffix])
+    stream = container.add_stream(CODECS.get(suffix, "libx264"), rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     for index in range(frames):
         image = np.full((height, width, 3), 70, dtype=np.uint8)
@@ -73,3 +86,43 @@ def truncate(path: Path, out: Path, share: float = 0.5) -> Path:
     data = Path(path).read_bytes()
     Path(out).write_bytes(data[: int(len(data) * share)])
     return Path(out)
+
+
+@contextlib.contextmanager
+def live_stream(data: bytes, pause: float = 0.0) -> Iterator[tuple[str, Callable[[], int]]]:
+    """An HTTP server on loopback sending ``data`` as a live MPEG-TS stream (no length
+    announced) in 50 chunks ``pause`` seconds apart, then hanging up: yields its URL and a
+    function giving how many bytes it has sent."""
+    sent = [0]
+    closing = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.end_headers()
+            chunk = max(1, len(data) // 50)
+            try:
+                for start in range(0, len(data), chunk):
+                    self.wfile.write(data[start : start + chunk])
+                    self.wfile.flush()
+                    sent[0] = min(len(data), start + chunk)
+                    if closing.wait(pause):
+                        return
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = False  # server_close() waits for the handler
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/live.ts", lambda: sent[0]
+    finally:
+        closing.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()

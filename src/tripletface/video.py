@@ -11,14 +11,16 @@ process on the second core while this one follows every face with dlib's correla
 (Danelljan et al., "Accurate Scale Estimation for Robust Visual Tracking", BMVC 2014), updated
 every other frame. A detection lands a few frames after the frame it was made on: it is matched to
 the tracks as they were on that frame, and its box is moved by as much as the track has moved
-since. Faces are embedded when their track starts, when boxes are ambiguous and once every
-``embed_every`` seconds; ``tracking.Tracker`` decides the rest, names included.
+since; a new face's tracker starts on that frame and runs over the frames since. Faces are
+embedded when their track starts, when boxes are ambiguous and once every ``embed_every``
+seconds; ``tracking.Tracker`` decides the rest, names included.
 """
 
 import math
 import multiprocessing as mp
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -299,10 +301,13 @@ class Watch:
         trackers: dict[int, _Follower] = {}
         crops: dict[int, tuple[int, np.ndarray]] = {}
         held: FrameResult | None = None
+        # The frames a pending detection may lag behind by, for new faces' trackers.
+        recent: deque[tuple[int, np.ndarray]] = deque(maxlen=_MAX_LAG * self.detect_every + 1)
         last_submit = -self.detect_every
         failure: InputError | None = None
         try:
             for index, (time, frame) in enumerate(self.source.frames()):
+                recent.append((index, frame))
                 moved = {i: follower.follow(frame) for i, follower in trackers.items()}
                 self.tracker.carry(moved)
                 if detections.pending is None and index - last_submit >= self.detect_every:
@@ -311,7 +316,7 @@ class Watch:
                     last_submit = index
                 lagging = index - last_submit >= _MAX_LAG * self.detect_every
                 done = detections.take(wait=lagging)
-                ended = self._detected(done, frame, trackers, crops) if done else []
+                ended = self._detected(done, recent, trackers, crops) if done else []
                 if held is not None:
                     yield held
                 held = FrameResult(index, time, frame, self._faces(), ended)
@@ -319,7 +324,7 @@ class Watch:
                     break
             done = detections.take(wait=True)  # the last frames' detection, still running
             if done is not None and held is not None:
-                ended = self._detected(done, held.image, trackers, crops)
+                ended = self._detected(done, recent, trackers, crops)
                 held = replace(held, ended=held.ended + ended)
         except InputError as error:
             failure = error
@@ -333,9 +338,12 @@ class Watch:
         if failure is not None:
             raise failure
 
-    def _detected(self, done, frame: np.ndarray, trackers: dict, crops: dict) -> list[TrackEvent]:
-        """Feed one detection round to the tracker; restart the followers on the faces found."""
-        _, time, seen, at, (boxes, chips) = done
+    def _detected(self, done, recent, trackers: dict, crops: dict) -> list[TrackEvent]:
+        """Feed one detection round to the tracker; restart the followers on the faces found.
+        recent: the last (index, frame) pairs decoded, this one last."""
+        made, time, seen, at, (boxes, chips) = done
+        later = [image for index, image in recent if index > made]
+        frame = later[-1] if later else seen
         rec = self.recognizer
         wanted = self.tracker.wanted(time, boxes, at)
         embeddings: list = [None] * len(boxes)
@@ -360,10 +368,16 @@ class Watch:
             if track is None:
                 continue
             then, follower = at.get(track_id), trackers.get(track_id)
-            box = _shifted(found, then, follower.box) if then and follower else found
-            # Restarting a tracker costs about four updates: only when it has drifted.
-            if follower is None or box_iou(box, follower.box)[0, 0] < _RESTART_IOU:
-                trackers[track_id] = _Follower(frame, box, self.track_every)
+            if follower is None:
+                # A new face, found a few frames ago: followed from there to this frame,
+                # since it may have moved too far since for its box to overlap it.
+                trackers[track_id] = _Follower(seen, found, self.track_every)
+                trackers[track_id].catch_up(later)
+            else:
+                box = _shifted(found, then, follower.box) if then else found
+                # Restarting a tracker costs about four updates: only when it has drifted.
+                if box_iou(box, follower.box)[0, 0] < _RESTART_IOU:
+                    trackers[track_id] = _Follower(frame, box, self.track_every)
             track.box = trackers[track_id].box
             area = (found[2] - found[0]) * (found[3] - found[1])
             if self.snapshots is not None and area > crops.get(track_id, (0, None))[0]:
@@ -418,14 +432,29 @@ class _Follower:
         """The box on the next frame."""
         self._age += 1
         if self._age % self._every == 0:
-            self._tracker.update(frame)
-            p = self._tracker.get_position()
-            now = (p.left(), p.top(), p.right(), p.bottom())
-            pairs = zip(now, self._tracked, strict=True)
+            before = self._tracked
+            pairs = zip(self._update(frame), before, strict=True)
             self._velocity = tuple((a - b) / self._every for a, b in pairs)
-            self.box = self._tracked = now
         else:
             self.box = tuple(a + v for a, v in zip(self.box, self._velocity, strict=True))
+        return self.box
+
+    def catch_up(self, frames: list[np.ndarray]) -> Box:
+        """The box on the last of the frames that followed, on which the tracker runs every
+        ``every``-th frame counting back from the last; its speed is the mean over them."""
+        if not frames:
+            return self.box
+        start = self._tracked
+        for frame in frames[::-1][:: self._every][::-1]:
+            self._update(frame)
+        self._velocity = tuple((a - b) / len(frames) for a, b in zip(self.box, start, strict=True))
+        return self.box
+
+    def _update(self, frame: np.ndarray) -> Box:
+        """Run the correlation tracker on the frame; the box it finds."""
+        self._tracker.update(frame)
+        p = self._tracker.get_position()
+        self.box = self._tracked = (p.left(), p.top(), p.right(), p.bottom())
         return self.box
 
 
