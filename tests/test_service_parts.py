@@ -1,7 +1,10 @@
 """The service's parts without a server: API keys, names, encoder batching, request bodies."""
 
 import asyncio
+import base64
 import io
+import json
+from json import loads
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tripletface.errors import InputError
+from tripletface.service import uploads
 from tripletface.service.batching import EncoderBatcher
 from tripletface.service.engine import check_name
 from tripletface.service.keys import add_key, allows, key_digest, load_keys, scope_of
@@ -126,3 +130,33 @@ def test_bodies_over_the_limit_and_without_an_image_are_refused():
         _read("application/json", b'{"picture": "abc"}')
     with pytest.raises(InputError, match="malformed"):
         _read("multipart/form-data; boundary=XX", b"--XX\r\nContent-Disposition: form-da")
+
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+
+
+@given(
+    fields=st.dictionaries(_TEXT, st.one_of(_TEXT, st.booleans(), st.integers()), max_size=4),
+    image=st.one_of(st.text("ABCDEFabc+/=", max_size=40), _TEXT),
+    indent=st.sampled_from([None, 0, 3]),
+    first=st.booleans(),
+)
+def test_a_json_body_gives_what_parsing_it_whole_gives(fields, image, indent, first):
+    fields.pop("image", None)
+    items = [("image", image), *fields.items()]
+    document = dict(items if first else items[::-1])
+    raw = json.dumps(document, indent=indent).encode()
+    body = _read("application/json", raw, limit=len(raw))
+    expected = json.loads(raw)
+    assert body.image == expected.pop("image").encode("ascii", "replace")
+    assert (body.base64_text, body.fields) == (True, expected)
+
+
+def test_the_photo_of_a_json_body_is_cut_out_not_parsed(monkeypatch):
+    parsed = []
+    monkeypatch.setattr(uploads.json, "loads", lambda text: parsed.append(len(text)) or loads(text))
+    image = base64.b64encode(bytes(3_000_000))
+    raw = b'{"name": "Ada", \n "image" :  "' + image + b'", "largest": true}'
+    body = _read("application/json", raw, limit=len(raw))
+    assert (body.image, body.fields) == (image, {"name": "Ada", "largest": True})
+    assert max(parsed) < 100  # the scanner never saw the photo's 4 MB of text
