@@ -133,23 +133,54 @@ def test_bodies_over_the_limit_and_without_an_image_are_refused():
 
 
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+_VALUES = st.recursive(
+    st.one_of(_TEXT, st.booleans(), st.integers()),
+    lambda inner: st.dictionaries(st.one_of(_TEXT, st.just("image")), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _whole(raw: bytes):
+    """What read_body should give for a JSON body: (image bytes, fields) from parsing it whole."""
+    expected = json.loads(raw)
+    return expected.pop("image").encode("ascii", "replace"), expected
 
 
 @given(
-    fields=st.dictionaries(_TEXT, st.one_of(_TEXT, st.booleans(), st.integers()), max_size=4),
+    fields=st.dictionaries(_TEXT, _VALUES, max_size=4),
     image=st.one_of(st.text("ABCDEFabc+/=", max_size=40), _TEXT),
     indent=st.sampled_from([None, 0, 3]),
     first=st.booleans(),
+    ascii_only=st.booleans(),
 )
-def test_a_json_body_gives_what_parsing_it_whole_gives(fields, image, indent, first):
+def test_a_json_body_gives_what_parsing_it_whole_gives(fields, image, indent, first, ascii_only):
     fields.pop("image", None)
     items = [("image", image), *fields.items()]
     document = dict(items if first else items[::-1])
-    raw = json.dumps(document, indent=indent).encode()
+    raw = json.dumps(document, indent=indent, ensure_ascii=ascii_only).encode()
     body = _read("application/json", raw, limit=len(raw))
-    expected = json.loads(raw)
-    assert body.image == expected.pop("image").encode("ascii", "replace")
-    assert (body.base64_text, body.fields) == (True, expected)
+    assert (body.image, body.fields) == _whole(raw) and body.base64_text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"\\u0069mage": "", "a": {"image": "payload"}}',  # the top-level key escaped
+        '{"image": "", "k": "\u6922\u616d\u6567\u3a22\u2220\u7878\u2022"}'.encode(
+            "utf-16-le"
+        ),  # UTF-16 bytes that spell "image": "xx" inside another string
+        '{"image": "QUJD\u00e9"}'.encode(),
+        b'{"image": "x", "image": "y"}',
+    ],
+)
+def test_bodies_the_photo_cannot_be_cut_from_are_parsed_whole(raw):
+    body = _read("application/json", raw, limit=len(raw))
+    assert (body.image, body.fields) == _whole(raw)
+
+
+def test_a_deeply_nested_json_body_is_refused():
+    with pytest.raises(InputError, match="not valid JSON"):
+        _read("application/json", b'{"image": "", "a": ' + b"[" * 100_000, limit=10**6)
 
 
 def test_the_photo_of_a_json_body_is_cut_out_not_parsed(monkeypatch):

@@ -7,6 +7,7 @@ disk (Starlette's own form parser spools large files to temporary files).
 """
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -63,8 +64,10 @@ async def _bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
 def _json(raw: bytes) -> Body:
     span = _image_span(raw)
     if span is not None:
-        data = _json_object(raw[: span[0]] + raw[span[1] :])
-        if data.get("image") == "":  # else a duplicate key won: parse the body whole
+        rest = raw[: span[0]] + raw[span[1] :]
+        data = _json_object(rest)
+        # Without escapes in the rest, its top-level "image" can only be the literal cut at.
+        if b"\\" not in rest and data.get("image") == "":
             del data["image"]
             return Body(raw[span[0] : span[1]], True, data)
     data = _json_object(raw)
@@ -77,33 +80,36 @@ def _json(raw: bytes) -> Body:
 def _json_object(text: bytes) -> dict:
     try:
         data = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputError('the body is not valid JSON; send {"image": "<base64>", ...}') from None
     if not isinstance(data, dict):
         raise MissingFieldError('the JSON body must be an object such as {"image": "<base64>"}')
     return data
 
 
+#: A JSON object key "image" and the opening quote of its string value.
+_IMAGE_KEY = re.compile(rb'"image"[ \t\r\n]*:[ \t\r\n]*"')
+
+
 def _image_span(raw: bytes) -> tuple[int, int] | None:
-    """(start, end) of the text of a JSON body's ``"image": "..."`` string when it holds no
-    quote or backslash (base64 never does), else None.
+    """(start, end) of the text of a UTF-8 JSON body's one ``"image": "..."`` string when it is
+    ASCII without quotes or backslashes (base64 is), else None.
 
     The JSON scanner would pass over the photo's megabytes of text on the event loop, holding the
-    GIL; byte searches cut it out instead and only the few fields left are parsed. Cutting a
-    string free of quotes and backslashes leaves every other token as it was, so the rest parses
-    as the whole would have.
+    GIL; byte searches cut it out instead and only the few fields left are parsed (``_json``
+    parses the whole body when the cut might not be the photo). Cutting a string free of quotes
+    and backslashes leaves every other token as it was.
     """
+    if b"\x00" in raw[:4]:  # UTF-16 or UTF-32 (json.detect_encoding): bytes are not characters
+        return None
     key = raw.find(b'"image"')
     if key < 1 or raw[key - 1 : key] == b"\\" or raw.count(b'"image"') != 1:
         return None
-    rest = raw[key + 7 : key + 7 + 64].lstrip()
-    if not rest.startswith(b":") or not rest[1:].lstrip().startswith(b'"'):
+    match = _IMAGE_KEY.match(raw, key)
+    end = -1 if match is None else raw.find(b'"', match.end())
+    if end < 0 or raw.find(b"\\", match.end(), end) >= 0:
         return None
-    start = raw.index(b'"', raw.index(b":", key + 7)) + 1
-    end = raw.find(b'"', start)
-    if end < 0 or raw.find(b"\\", start, end) >= 0:
-        return None
-    return start, end
+    return (match.end(), end) if raw[match.end() : end].isascii() else None
 
 
 async def _multipart(boundary: bytes | None, chunks: AsyncIterator[bytes], limit: int) -> Body:
