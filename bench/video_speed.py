@@ -13,9 +13,10 @@ so up to 4 at once, and the truth known for every appearance and frame.
 - face_recognition (its ``facerec_from_video_file.py`` method): on every frame
   ``face_locations`` (HOG, upsampled once), ``face_encodings``, then ``compare_faces`` at the
   example's tolerance 0.50, the nearest accepted person named (as in its webcam examples). It
-  takes a third of a second or more a frame here, so it is timed on every 10th frame of the
-  whole video (a face's cost does not depend on the frames before it: no state) and its frames
-  per second are extrapolated from those frames; its accuracy too is measured on those frames.
+  takes about 0.4 s a frame here (this script prints its frames per second), so it is timed on
+  every 10th frame of the whole video (a face's cost does not depend on the frames before it: no
+  state) and its frames per second are extrapolated from those frames; its accuracy too is
+  measured on those frames.
 
 Per-track identity accuracy: an appearance of a person counts as right when the name shown most
 often on it (over the frames where its face is wholly in the frame and some box is shown on it)

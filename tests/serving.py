@@ -41,7 +41,9 @@ def start_server(
     """``tripletface serve`` on a free loopback port (HOG detection: fast and enough for the
     test photos), or the server ``argv`` starts; returns once it printed the URL it serves."""
     if log is None:  # a gallery file: its server's log beside it
-        log = gallery.with_name(gallery.name + f".{time.monotonic_ns()}.log")
+        if gallery is None:
+            raise ValueError("start_server without a gallery file needs log=PATH")
+        log = Path(gallery).with_name(Path(gallery).name + f".{time.monotonic_ns()}.log")
     if argv is None:
         argv = command("serve", "--port", "0", "--gallery", str(gallery), "--detector", "hog")
     with open(log, "wb") as stderr:

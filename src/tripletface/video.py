@@ -343,7 +343,7 @@ class Watch:
         recent: the last (index, frame) pairs decoded, this one last."""
         made, time, seen, at, (boxes, chips) = done
         later = [image for index, image in recent if index > made]
-        frame = later[-1] if later else seen
+        frame = recent[-1][1]
         rec = self.recognizer
         wanted = self.tracker.wanted(time, boxes, at)
         embeddings: list = [None] * len(boxes)
