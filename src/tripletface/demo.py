@@ -26,7 +26,6 @@ import torch
 from tripletface.data.synthetic import SyntheticFaces
 from tripletface.errors import InputError
 from tripletface.evaluate import EvaluationReport, evaluate
-from tripletface.faces.extract import worker_pool
 from tripletface.metrics import roc_curve
 from tripletface.models import create_encoder
 from tripletface.models.base import Encoder
@@ -38,6 +37,7 @@ from tripletface.train import (
     fit,
     triplet_rows,
 )
+from tripletface.workers import worker_pool
 
 #: The two triplet selections compared on the same budget, in the order they are trained.
 STRATEGIES = ("random", "semihard")

@@ -34,8 +34,9 @@ import numpy as np
 
 from tripletface.data.images import draw_labelled_boxes, save_image_atomic
 from tripletface.errors import InputError
-from tripletface.faces.extract import ChipMaker, worker_pool
+from tripletface.faces.extract import ChipMaker
 from tripletface.tracking import Box, Tracker, TrackEvent, box_iou
+from tripletface.workers import worker_pool
 
 # Network streams give up after this many seconds without data (opening, then each read).
 STREAM_TIMEOUT = 10.0

@@ -49,8 +49,8 @@ def register(subparsers) -> None:
 
 
 def serve(args) -> int:
-    from tripletface.faces.extract import worker_pool
     from tripletface.service.keys import load_keys
+    from tripletface.workers import worker_pool
 
     keys = load_keys(args.api_keys) if args.api_keys else None
     sock = _listen(args.host, args.port)

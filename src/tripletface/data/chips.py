@@ -39,8 +39,8 @@ from tripletface.faces.choice import (
     similar_faces,
 )
 from tripletface.faces.detect import FaceDetector
-from tripletface.faces.extract import worker_pool
 from tripletface.models.checkpoint import write_atomic
+from tripletface.workers import worker_pool
 
 #: Bumped when the cache layout or the way chips are cut changes; older caches are rebuilt.
 CACHE_VERSION = 2

@@ -1,7 +1,7 @@
 """What the HTTP routes call: detection workers, the batched encoder and the gallery, loaded once.
 
 Each kind of work has its own place, so that the event loop only waits: photos are decoded and
-their faces detected in forked worker processes (``faces.extract.worker_pool``), chips are
+their faces detected in forked worker processes (``workers.worker_pool``), chips are
 embedded by the ``EncoderBatcher`` thread, and the gallery and its search index are used from
 one thread of their own (a SQLite connection belongs to the thread that opened it, and one
 thread serialises the writes). Every request reads the gallery's generation, so changes made by
