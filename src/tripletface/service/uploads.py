@@ -103,7 +103,7 @@ def _image_span(raw: bytes) -> tuple[int, int] | None:
     if b"\x00" in raw[:4]:  # UTF-16 or UTF-32 (json.detect_encoding): bytes are not characters
         return None
     key = raw.find(b'"image"')
-    if key < 1 or raw[key - 1 : key] == b"\\" or raw.count(b'"image"') != 1:
+    if key < 1 or raw[key - 1 : key] == b"\\" or raw.find(b'"image"', key + 7) >= 0:
         return None
     match = _IMAGE_KEY.match(raw, key)
     end = -1 if match is None else raw.find(b'"', match.end())
