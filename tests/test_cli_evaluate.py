@@ -135,3 +135,57 @@ def test_an_encoder_of_aligned_chips_sees_detected_faces_and_others_whole_images
     assert isinstance(faces, AlignedFaces) and faces.chips.shape[1:] == (3, 32, 32)
     assert faces.padding == 0.25 and len(faces) == 4
     assert isinstance(_dataset(args, create_encoder("compact", input_size=32)), FolderDataset)
+
+
+def test_a_simulated_camera_changes_every_photo_or_only_the_probes(tmp_path):
+    from argparse import Namespace
+
+    from tripletface.cli.evaluate import _seen
+    from tripletface.data.chips import ChipSet
+    from tripletface.finetune import in_condition
+
+    chips = ChipSet(
+        torch.randint(0, 256, (4, 3, 30, 30), dtype=torch.uint8), [0, 0, 1, 1], ["a", "b"], "wxyz"
+    )
+    encoder = create_encoder("compact", input_size=30, width=4)
+    encoder.chip_padding = 0.25
+    masked = in_condition(chips, "mask", 3, 0.25).chips
+    args = Namespace(condition="mask", seed=3, enroll_clean=False)
+    seen, probes = _seen(args, chips, encoder)
+    assert probes is None and torch.equal(seen.chips, masked) and seen.labels == chips.labels
+    gallery, probes = _seen(Namespace(condition="mask", seed=3, enroll_clean=True), chips, encoder)
+    assert gallery is chips and torch.equal(probes.chips, masked)
+    assert _seen(Namespace(condition=None, enroll_clean=False), chips, encoder) == (chips, None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--enroll-clean"], "--enroll-clean needs --condition"),
+        (["--condition", "fog"], "unknown camera condition 'fog': use one of low-resolution, mask"),
+        (["--condition", "mask"], "takes whole images: use an encoder of face chips"),
+    ],
+)
+def test_camera_options_that_cannot_work_exit_2(data, checkpoint, extra, message, capsys):
+    assert main(["evaluate", str(data), "--encoder", str(checkpoint), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dlib_resnet_through_a_masked_camera_with_clean_photos_enrolled(tmp_path, capsys):
+    from test_chips import write_photos
+
+    write_photos(tmp_path, persons=2, per_person=3)
+    argv = ["evaluate", str(tmp_path), "--encoder", "dlib-resnet", "--folds", "2", "--json"]
+    runs = {}
+    for name, extra in {
+        "clean": [],
+        "masked": ["--condition", "mask"],
+        "enrolled clean": ["--condition", "mask", "--enroll-clean"],
+    }.items():
+        assert main([*argv, *extra]) == 0, name
+        runs[name] = json.loads(capsys.readouterr().out)
+    assert (runs["masked"]["condition"], runs["masked"]["enrolled_clean"]) == ("mask", False)
+    assert runs["enrolled clean"]["enrolled_clean"] is True
+    assert runs["clean"]["condition"] is None
+    assert len({run["threshold"] for run in runs.values()}) == 3

@@ -162,6 +162,38 @@ def test_the_transform_hook_sees_every_image_before_resizing(tmp_path):
     assert report.roc_auc == 0.5
 
 
+class Blacked:
+    """A data set's items, index for index, with every image black: a camera that sees nothing."""
+
+    def __init__(self, dataset):
+        self.dataset, self.labels = dataset, dataset.labels
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        image, label = self.dataset[index]
+        return torch.zeros_like(image), label
+
+
+def test_probes_seen_another_way_are_matched_against_the_gallery_of_the_data_set(tmp_path):
+    data = FolderDataset(write_people(tmp_path, persons=5, images=3))
+    plain = evaluate(MeanColour(), data, pairs_count=60, folds=3)
+    same_view = evaluate(MeanColour(), data, pairs_count=60, folds=3, probes=data)
+    assert same_view.to_dict() == plain.to_dict()
+    np.testing.assert_array_equal(same_view.distances, plain.distances)
+
+    blind = evaluate(MeanColour(), data, pairs_count=60, folds=3, probes=Blacked(data))
+    # Each pair's second image is black (embedding 0): its distance is the first image's squared
+    # norm, and every probe goes to the one enrolled person nearest the origin.
+    firsts = embed_dataset(MeanColour(), data)[[p.first for p in balanced_pairs(data, 60, 0)]]
+    np.testing.assert_allclose(blind.distances, (firsts.double() ** 2).sum(1).numpy(), rtol=1e-6)
+    assert blind.rank1 == pytest.approx(1 / 5) and blind.probes == 10
+    fewer = FolderDataset(write_people(tmp_path / "fewer", persons=4, images=3))
+    with pytest.raises(InputError, match="index for index"):
+        evaluate(MeanColour(), data, pairs_count=60, folds=3, probes=fewer)
+
+
 def test_too_few_pairs_and_bad_shares_are_refused(tmp_path):
     data = FolderDataset(write_people(tmp_path, persons=2, images=2))
     with pytest.raises(InputError, match="fewer than the 10 folds"):

@@ -167,6 +167,7 @@ def evaluate(
     folds: int = 10,
     far: float = 1e-3,
     progress: bool = False,
+    probes=None,
 ) -> EvaluationReport:
     """Verification and identification figures of ``encoder`` on a labelled data set.
 
@@ -174,7 +175,16 @@ def evaluate(
     ``pairs_count`` balanced pairs with ``seed`` (which also seeds the folds and the open-set
     split).
     ``transform`` maps each uint8 3 x H x W image before it is resized to the encoder's input.
+    ``probes``: the same items seen another way, index for index (e.g. through a camera,
+    ``data.conditions``): every pair's second image and every probe come from it, the gallery
+    and every pair's first image from ``dataset`` (enrolled from good photos, recognised on the
+    camera's).
     """
+    if probes is not None and list(probes.labels) != list(dataset.labels):
+        raise InputError(
+            "probes must hold the same items as the data set, index for index: "
+            f"{len(probes)} probe items against {len(dataset)}, or their labels differ"
+        )
     if pairs is None:
         pairs = balanced_pairs(dataset, pairs_count, seed)
         fold_seed = seed
@@ -187,15 +197,18 @@ def evaluate(
             "use a larger data set or more pairs"
         )
     labels = np.asarray(dataset.labels)
-    gallery, probes = first_image_split(labels)
-    if len(probes) == 0:
+    gallery, probe_items = first_image_split(labels)
+    if len(probe_items) == 0:
         raise InputError("no person has a second image to identify: one-shot needs 2 per person")
     open_gallery, open_probes = open_set_split(labels, unseen_share, seed)
     embeddings = embed_dataset(encoder, dataset, transform, progress=progress)
+    seen = embeddings
+    if probes is not None:
+        seen = embed_dataset(encoder, probes, transform, progress=progress)
 
     first = torch.tensor([p.first for p in pairs])
     second = torch.tensor([p.second for p in pairs])
-    distances = paired_distances(embeddings[first], embeddings[second]).double().numpy()
+    distances = paired_distances(embeddings[first], seen[second]).double().numpy()
     same = np.array([p.same for p in pairs], dtype=bool)
     accuracy, accuracy_std, _ = metrics.verification_accuracy_kfold(
         distances, same, folds, fold_seed
@@ -204,12 +217,12 @@ def evaluate(
     threshold = metrics.best_threshold(distances, same)
 
     ranks = metrics.one_shot_identification(
-        embeddings[gallery], labels[gallery], embeddings[probes], labels[probes], ks=(1, 5)
+        embeddings[gallery], labels[gallery], seen[probe_items], labels[probe_items], ks=(1, 5)
     )
     open_set = metrics.open_set_rejection(
         embeddings[open_gallery],
         labels[open_gallery],
-        embeddings[open_probes],
+        seen[open_probes],
         labels[open_probes],
         threshold,
     )
@@ -229,7 +242,7 @@ def evaluate(
         pairs=len(pairs),
         same_pairs=int(same.sum()),
         different_pairs=int((~same).sum()),
-        probes=len(probes),
+        probes=len(probe_items),
         persons=len(np.unique(labels)),
         images=len(labels),
         unseen_persons=len(np.setdiff1d(labels, labels[open_gallery])),

@@ -54,6 +54,18 @@ def register(subparsers) -> None:
         help="the face of a photo with several: the most similar to the person's other photos "
         "(default), the largest, or the one nearest the centre",
     )
+    p.add_argument(
+        "--condition",
+        metavar="NAME",
+        help="every photo as the simulated camera NAME gives it (low-resolution or mask, seeded "
+        "by --seed): what a camera will cost before you have its photos",
+    )
+    p.add_argument(
+        "--enroll-clean",
+        action="store_true",
+        help="with --condition: enroll each person's first photo as it is and match the photos "
+        "in the condition against it (good photos enrolled, the camera's recognised)",
+    )
     p.set_defaults(run=run)
 
 
@@ -105,10 +117,12 @@ def run(args: argparse.Namespace) -> int:
         pairs = None if args.pairs is None else read_pairs(args.pairs, args.data)
         torch.manual_seed(args.seed)  # an untrained encoder's random weights repeat too
         encoder = load_encoder(args.encoder)
-        dataset = _dataset(args, encoder)
+        _check_camera(args, encoder)
+        dataset, probes = _seen(args, _dataset(args, encoder), encoder)
         report = evaluate(
             encoder,
             dataset,
+            probes=probes,
             pairs=pairs,
             pairs_count=args.pairs_count,
             seed=args.seed,
@@ -120,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "encoder": str(args.encoder),
         "pairs_file": None if args.pairs is None else str(args.pairs),
+        "condition": args.condition,
+        "enrolled_clean": args.enroll_clean,
         **report.to_dict(),
     }
     if args.plots is not None:
@@ -154,6 +170,34 @@ def _dataset(args: argparse.Namespace, encoder):
     )
     print(data.summary(), file=sys.stderr)
     return data
+
+
+def _check_camera(args: argparse.Namespace, encoder) -> None:
+    """InputError unless --condition and --enroll-clean make sense with this encoder."""
+    from tripletface.data.conditions import check_condition
+    from tripletface.errors import InputError
+
+    if args.condition is None:
+        if args.enroll_clean:
+            raise InputError("--enroll-clean needs --condition: the camera to match against")
+        return
+    check_condition(args.condition)
+    if encoder.chip_padding is None:
+        raise InputError(
+            f"--condition simulates a camera on aligned face chips and {args.encoder} takes "
+            "whole images: use an encoder of face chips, such as dlib-resnet"
+        )
+
+
+def _seen(args: argparse.Namespace, dataset, encoder) -> tuple:
+    """(data set, probes or None): DATA as it is, or through --condition's camera, enrolled
+    clean with --enroll-clean."""
+    from tripletface.finetune import in_condition
+
+    if args.condition is None:
+        return dataset, None
+    changed = in_condition(dataset, args.condition, args.seed, encoder.chip_padding)
+    return (dataset, changed) if args.enroll_clean else (changed, None)
 
 
 def _write_plots(report, folder: Path) -> list[Path]:
