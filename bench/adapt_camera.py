@@ -26,9 +26,9 @@ import torch
 from _photos import CACHE, CELEBA_CREDIT, Memo, machine, photos
 from finetune_celeba import arguments, measure, split, summary, tune
 
-from tripletface.data.chips import ChipSet
+from tripletface.data.chips import ChipSet, in_condition
 from tripletface.data.conditions import CONDITIONS
-from tripletface.finetune import in_condition, pretrained_encoder
+from tripletface.finetune import pretrained_encoder
 from tripletface.models.checkpoint import write_atomic
 
 #: Seed of the camera settings drawn for each chip (one draw per photo, whatever the split).
@@ -73,13 +73,13 @@ def main() -> None:
         rows = {key: [] for key in ROWS}
         for seed in args.seeds:
             known, unseen = split(faces, seed)
-            clean, seen = faces.persons(unseen), changed.persons(unseen)
+            clean, camera = faces.persons(unseen), changed.persons(unseen)
             rows["clean before"].append(measure(memo.encoder, clean))
-            rows["cond before"].append(measure(memo.encoder, seen))
-            rows["clean vs cond before"].append(measure(memo.encoder, clean, probes=seen))
+            rows["cond before"].append(measure(memo.encoder, camera))
+            rows["clean vs cond before"].append(measure(memo.encoder, clean, probes=camera))
             encoder = tune(args, seed, faces.persons(known), condition, changed.persons(known))
-            rows["cond after"].append(measure(encoder, seen))
-            rows["clean vs cond after"].append(measure(encoder, clean, probes=seen))
+            rows["cond after"].append(measure(encoder, camera))
+            rows["clean vs cond after"].append(measure(encoder, clean, probes=camera))
             rows["clean after"].append(measure(encoder, clean))
         memo.save()
         print(f"{condition}: unseen persons, mean +- standard deviation over seeds")
@@ -93,9 +93,10 @@ def main() -> None:
         ):
             cost = mean["clean before"] - mean[before]
             regained = mean[after] - mean[before]
+            share = f"{regained / cost:.0%}" if cost > 0 else "n/a"
             print(
                 f"  the condition costs {cost:.2f} points of verification{pairs}; fine-tuning "
-                f"recovers {regained:.2f} ({regained / cost:.0%} of it, goal >= 50%)"
+                f"recovers {regained:.2f} ({share} of it, goal >= 50%)"
             )
         print(
             f"  clean photos {'lose' if clean_loss > 0 else 'gain'} {abs(clean_loss):.2f} "

@@ -137,12 +137,11 @@ def test_an_encoder_of_aligned_chips_sees_detected_faces_and_others_whole_images
     assert isinstance(_dataset(args, create_encoder("compact", input_size=32)), FolderDataset)
 
 
-def test_a_simulated_camera_changes_every_photo_or_only_the_probes(tmp_path):
+def test_a_simulated_camera_changes_every_photo_or_only_the_probes():
     from argparse import Namespace
 
-    from tripletface.cli.evaluate import _seen
-    from tripletface.data.chips import ChipSet
-    from tripletface.finetune import in_condition
+    from tripletface.cli.evaluate import _through_camera
+    from tripletface.data.chips import ChipSet, in_condition
 
     chips = ChipSet(
         torch.randint(0, 256, (4, 3, 30, 30), dtype=torch.uint8), [0, 0, 1, 1], ["a", "b"], "wxyz"
@@ -151,11 +150,16 @@ def test_a_simulated_camera_changes_every_photo_or_only_the_probes(tmp_path):
     encoder.chip_padding = 0.25
     masked = in_condition(chips, "mask", 3, 0.25).chips
     args = Namespace(condition="mask", seed=3, enroll_clean=False)
-    seen, probes = _seen(args, chips, encoder)
+    seen, probes = _through_camera(args, chips, encoder)
     assert probes is None and torch.equal(seen.chips, masked) and seen.labels == chips.labels
-    gallery, probes = _seen(Namespace(condition="mask", seed=3, enroll_clean=True), chips, encoder)
+    gallery, probes = _through_camera(
+        Namespace(condition="mask", seed=3, enroll_clean=True), chips, encoder
+    )
     assert gallery is chips and torch.equal(probes.chips, masked)
-    assert _seen(Namespace(condition=None, enroll_clean=False), chips, encoder) == (chips, None)
+    assert _through_camera(Namespace(condition=None, enroll_clean=False), chips, encoder) == (
+        chips,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -189,3 +193,9 @@ def test_dlib_resnet_through_a_masked_camera_with_clean_photos_enrolled(tmp_path
     assert runs["enrolled clean"]["enrolled_clean"] is True
     assert runs["clean"]["condition"] is None
     assert len({run["threshold"] for run in runs.values()}) == 3
+    from tripletface.cli.evaluate import _summary
+
+    assert _summary(runs["enrolled clean"], 2).startswith(
+        "camera: mask (simulated; first photos enrolled as they are)\nverification: "
+    )
+    assert _summary(runs["clean"], 2).startswith("verification: ")

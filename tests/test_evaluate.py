@@ -190,8 +190,21 @@ def test_probes_seen_another_way_are_matched_against_the_gallery_of_the_data_set
     np.testing.assert_allclose(blind.distances, (firsts.double() ** 2).sum(1).numpy(), rtol=1e-6)
     assert blind.rank1 == pytest.approx(1 / 5) and blind.probes == 10
     fewer = FolderDataset(write_people(tmp_path / "fewer", persons=4, images=3))
-    with pytest.raises(InputError, match="index for index"):
+    with pytest.raises(InputError, match="probes hold 12 items and the data set 15"):
         evaluate(MeanColour(), data, pairs_count=60, folds=3, probes=fewer)
+    shuffled = Blacked(data)
+    shuffled.labels = data.labels[3:] + data.labels[:3]
+    with pytest.raises(InputError, match="probe item 0 has label 1 and the data set's 0"):
+        evaluate(MeanColour(), data, pairs_count=60, folds=3, probes=shuffled)
+
+
+def test_a_pair_of_an_image_with_itself_is_dropped_with_a_warning(tmp_path):
+    data = FolderDataset(write_people(tmp_path, persons=2, images=2))
+    pairs = [IndexPair(0, 1, True), IndexPair(2, 3, True), IndexPair(0, 2, False)] * 2
+    itself = [IndexPair(1, 1, True), IndexPair(3, 3, True)]
+    with pytest.warns(UserWarning, match="dropped 2 of 8 pairs of an image with itself"):
+        report = evaluate(MeanColour(), data, pairs=pairs + itself, folds=2, probes=Blacked(data))
+    assert report.pairs == 6
 
 
 def test_too_few_pairs_and_bad_shares_are_refused(tmp_path):
@@ -237,3 +250,35 @@ def test_open_set_split_is_seeded_and_leaves_someone_on_each_side():
 
 def test_far_name_matches_facenets_figure():
     assert (far_name(1e-3), far_name(2.5e-4), far_name(0.1)) == ("1e-3", "2.5e-4", "1e-1")
+
+
+class FirstsBlacked(Blacked):
+    """Blacked, but only each person's first image: the gallery's camera sees nothing."""
+
+    def __getitem__(self, index):
+        image, label = self.dataset[index]
+        first = index == self.labels.index(label)
+        return (torch.zeros_like(image) if first else image), label
+
+
+def test_the_gallery_comes_from_the_data_set_and_every_probe_from_probes(tmp_path):
+    from tripletface import metrics
+    from tripletface.evaluate import open_set_split
+
+    data = FolderDataset(write_people(tmp_path, persons=5, images=3))
+    plain = evaluate(MeanColour(), data, pairs_count=60, folds=3)
+    dark_gallery = evaluate(MeanColour(), data, pairs_count=60, folds=3, probes=FirstsBlacked(data))
+    assert dark_gallery.rank1 == plain.rank1 == 1.0
+    assert dark_gallery.open_set_identification == plain.open_set_identification
+    blind = evaluate(MeanColour(), data, pairs_count=60, folds=3, probes=Blacked(data))
+    labels = np.asarray(data.labels)
+    gallery, probes = open_set_split(labels, 0.2, 0)
+    expected = metrics.open_set_rejection(
+        embed_dataset(MeanColour(), data)[gallery],
+        labels[gallery],
+        torch.zeros(len(probes), 3),
+        labels[probes],
+        blind.threshold,
+    )
+    assert blind.open_set_rejection == expected["rejection_rate"]
+    assert blind.open_set_identification == expected["identification_rate"]

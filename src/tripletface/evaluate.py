@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from tripletface import metrics
@@ -119,6 +120,35 @@ def pair_indices(pairs: Sequence[Pair | IndexPair], dataset) -> list[IndexPair]:
     return kept
 
 
+def distinct_pairs(pairs: list[IndexPair]) -> list[IndexPair]:
+    """The pairs of two different items: an image paired with itself (or, with ``probes``, with
+    its own camera version) says nothing about the encoder, so it is dropped with a warning."""
+    kept = [pair for pair in pairs if pair.first != pair.second]
+    if len(kept) < len(pairs):
+        warnings.warn(
+            f"dropped {len(pairs) - len(kept)} of {len(pairs)} pairs of an image with itself: "
+            "a pair names two different images",
+            stacklevel=3,
+        )
+    return kept
+
+
+def check_same_items(dataset, probes) -> None:
+    """InputError unless ``probes`` holds as many items as ``dataset``, with the same labels."""
+    if len(probes) != len(dataset):
+        raise InputError(
+            f"probes hold {len(probes)} items and the data set {len(dataset)}: pass the data "
+            "set's own items seen another way, in its order (e.g. data.chips.in_condition)"
+        )
+    pairs = zip(dataset.labels, probes.labels, strict=True)
+    wrong = next((i for i, (ours, theirs) in enumerate(pairs) if ours != theirs), None)
+    if wrong is not None:
+        raise InputError(
+            f"probe item {wrong} has label {probes.labels[wrong]} and the data set's "
+            f"{dataset.labels[wrong]}: pass the data set's own items, in its order"
+        )
+
+
 def balanced_pairs(dataset, count: int, seed: int) -> list[IndexPair]:
     """Up to ``count`` seeded pairs, as many same-person as different-person ones (like LFW's),
     so that chance accuracy stays 1/2 when a small data set runs out of one kind."""
@@ -167,7 +197,7 @@ def evaluate(
     folds: int = 10,
     far: float = 1e-3,
     progress: bool = False,
-    probes=None,
+    probes: Dataset | None = None,
 ) -> EvaluationReport:
     """Verification and identification figures of ``encoder`` on a labelled data set.
 
@@ -176,20 +206,17 @@ def evaluate(
     split).
     ``transform`` maps each uint8 3 x H x W image before it is resized to the encoder's input.
     ``probes``: the same items seen another way, index for index (e.g. through a camera,
-    ``data.conditions``): every pair's second image and every probe come from it, the gallery
-    and every pair's first image from ``dataset`` (enrolled from good photos, recognised on the
-    camera's).
+    ``data.chips.in_condition``): every pair's second image and every probe come from it, the
+    gallery and every pair's first image from ``dataset`` (good photos enrolled, the camera's
+    recognised).
     """
-    if probes is not None and list(probes.labels) != list(dataset.labels):
-        raise InputError(
-            "probes must hold the same items as the data set, index for index: "
-            f"{len(probes)} probe items against {len(dataset)}, or their labels differ"
-        )
+    if probes is not None:
+        check_same_items(dataset, probes)
     if pairs is None:
         pairs = balanced_pairs(dataset, pairs_count, seed)
         fold_seed = seed
     else:
-        pairs = pair_indices(pairs, dataset)
+        pairs = distinct_pairs(pair_indices(pairs, dataset))
         fold_seed = None
     if len(pairs) < folds:
         raise InputError(
@@ -202,13 +229,13 @@ def evaluate(
         raise InputError("no person has a second image to identify: one-shot needs 2 per person")
     open_gallery, open_probes = open_set_split(labels, unseen_share, seed)
     embeddings = embed_dataset(encoder, dataset, transform, progress=progress)
-    seen = embeddings
+    probe_embeddings = embeddings
     if probes is not None:
-        seen = embed_dataset(encoder, probes, transform, progress=progress)
+        probe_embeddings = embed_dataset(encoder, probes, transform, progress=progress)
 
     first = torch.tensor([p.first for p in pairs])
     second = torch.tensor([p.second for p in pairs])
-    distances = paired_distances(embeddings[first], seen[second]).double().numpy()
+    distances = paired_distances(embeddings[first], probe_embeddings[second]).double().numpy()
     same = np.array([p.same for p in pairs], dtype=bool)
     accuracy, accuracy_std, _ = metrics.verification_accuracy_kfold(
         distances, same, folds, fold_seed
@@ -217,12 +244,16 @@ def evaluate(
     threshold = metrics.best_threshold(distances, same)
 
     ranks = metrics.one_shot_identification(
-        embeddings[gallery], labels[gallery], seen[probe_items], labels[probe_items], ks=(1, 5)
+        embeddings[gallery],
+        labels[gallery],
+        probe_embeddings[probe_items],
+        labels[probe_items],
+        ks=(1, 5),
     )
     open_set = metrics.open_set_rejection(
         embeddings[open_gallery],
         labels[open_gallery],
-        seen[open_probes],
+        probe_embeddings[open_probes],
         labels[open_probes],
         threshold,
     )

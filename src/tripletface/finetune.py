@@ -34,8 +34,7 @@ import torch
 from torch import nn
 
 from tripletface import metrics
-from tripletface.data.chips import AlignedFaces, ChipSet
-from tripletface.data.conditions import on_chips
+from tripletface.data.chips import AlignedFaces, ChipSet, in_condition
 from tripletface.distances import pairwise_distances
 from tripletface.errors import InputError
 from tripletface.faces.detect import FaceDetector
@@ -149,14 +148,6 @@ def guarded_score(
     if held_apart_score(encoder, clean, far) < floor:
         return -np.inf
     return held_apart_score(encoder, changed, far)
-
-
-def in_condition(chips: ChipSet, condition: str, seed: int, padding: float) -> ChipSet:
-    """The same items with every chip (dlib ``padding``) in camera ``condition``
-    (data.conditions.on_chips, settings drawn with ``seed``)."""
-    pixels = np.ascontiguousarray(chips.chips.permute(0, 2, 3, 1).numpy())
-    changed = torch.from_numpy(on_chips(condition, pixels, seed, padding)).permute(0, 3, 1, 2)
-    return ChipSet(changed.contiguous(), chips.labels, chips.classes, chips.paths)
 
 
 def doubled(first: ChipSet, second: ChipSet) -> ChipSet:

@@ -43,7 +43,12 @@ def register(subparsers) -> None:
         metavar="S",
         help="share of persons left unenrolled for open-set rejection (0.2)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seeds pairs, folds, splits, weights (0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds pairs, folds, splits, weights, camera settings (0)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", type=Path, metavar="OUTDIR", help="write roc.png and distances.png")
     p.add_argument("--strict", action="store_true", help="fail on an unreadable image")
@@ -63,8 +68,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--enroll-clean",
         action="store_true",
-        help="with --condition: enroll each person's first photo as it is and match the photos "
-        "in the condition against it (good photos enrolled, the camera's recognised)",
+        help="with --condition: keep the enrolled photos and each pair's first one as they are, "
+        "every probe and each pair's second photo through the camera (good photos enrolled, the "
+        "camera's recognised)",
     )
     p.set_defaults(run=run)
 
@@ -100,6 +106,9 @@ def _summary(figures: dict, folds: int) -> str:
         f"  rejected        {_rate(figures['open_set_rejection'])} of unenrolled persons' probes",
         f"  identified      {_rate(figures['open_set_identification'])} of enrolled ones' probes",
     ]
+    if figures["condition"] is not None:
+        enrolled = "enrolled as they are" if figures["enrolled_clean"] else "through it too"
+        lines.insert(0, f"camera: {figures['condition']} (simulated; first photos {enrolled})")
     return "\n".join(lines)
 
 
@@ -114,11 +123,12 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning
+        _check_camera(args)
         pairs = None if args.pairs is None else read_pairs(args.pairs, args.data)
         torch.manual_seed(args.seed)  # an untrained encoder's random weights repeat too
         encoder = load_encoder(args.encoder)
         _check_camera(args, encoder)
-        dataset, probes = _seen(args, _dataset(args, encoder), encoder)
+        dataset, probes = _through_camera(args, _dataset(args, encoder), encoder)
         report = evaluate(
             encoder,
             dataset,
@@ -172,8 +182,8 @@ def _dataset(args: argparse.Namespace, encoder):
     return data
 
 
-def _check_camera(args: argparse.Namespace, encoder) -> None:
-    """InputError unless --condition and --enroll-clean make sense with this encoder."""
+def _check_camera(args: argparse.Namespace, encoder=None) -> None:
+    """InputError unless --condition and --enroll-clean make sense (and suit ``encoder``)."""
     from tripletface.data.conditions import check_condition
     from tripletface.errors import InputError
 
@@ -182,17 +192,16 @@ def _check_camera(args: argparse.Namespace, encoder) -> None:
             raise InputError("--enroll-clean needs --condition: the camera to match against")
         return
     check_condition(args.condition)
-    if encoder.chip_padding is None:
+    if encoder is not None and encoder.chip_padding is None:
         raise InputError(
             f"--condition simulates a camera on aligned face chips and {args.encoder} takes "
             "whole images: use an encoder of face chips, such as dlib-resnet"
         )
 
 
-def _seen(args: argparse.Namespace, dataset, encoder) -> tuple:
-    """(data set, probes or None): DATA as it is, or through --condition's camera, enrolled
-    clean with --enroll-clean."""
-    from tripletface.finetune import in_condition
+def _through_camera(args: argparse.Namespace, dataset, encoder) -> tuple[object, object | None]:
+    """(data set, probes or None): DATA through the camera (with --enroll-clean, only probes)."""
+    from tripletface.data.chips import in_condition
 
     if args.condition is None:
         return dataset, None

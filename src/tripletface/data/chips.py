@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from tripletface.data.conditions import on_chips
 from tripletface.data.folders import FolderDataset
 from tripletface.data.images import load_image, person_images
 from tripletface.errors import InputError
@@ -395,3 +396,11 @@ def _warn_left_out(root: Path, no_face: list[Path], unreadable: list[tuple[Path,
         + (f"; and {more} more" if more > 0 else ""),
         stacklevel=3,
     )
+
+
+def in_condition(chips: ChipSet, condition: str, seed: int, padding: float) -> ChipSet:
+    """The same items with every chip (dlib ``padding``) in camera ``condition``
+    (data.conditions.on_chips, settings drawn with ``seed``)."""
+    pixels = np.ascontiguousarray(chips.chips.permute(0, 2, 3, 1).numpy())
+    changed = torch.from_numpy(on_chips(condition, pixels, seed, padding)).permute(0, 3, 1, 2)
+    return ChipSet(changed.contiguous(), chips.labels, chips.classes, chips.paths)
