@@ -111,25 +111,20 @@ def pair_indices(pairs: Sequence[Pair | IndexPair], dataset) -> list[IndexPair]:
         i, j = index.get(Path(path1).resolve()), index.get(Path(path2).resolve())
         if i is not None and j is not None:
             kept.append(IndexPair(i, j, bool(same)))
-    if len(kept) < len(pairs):
-        warnings.warn(
-            f"dropped {len(pairs) - len(kept)} of {len(pairs)} pairs whose images are not in "
-            "the data set (unreadable or outside it)",
-            stacklevel=2,
-        )
-    return kept
+    return _kept(kept, pairs, "whose images are not in the data set (unreadable or outside it)")
 
 
 def distinct_pairs(pairs: list[IndexPair]) -> list[IndexPair]:
     """The pairs of two different items: an image paired with itself (or, with ``probes``, with
     its own camera version) says nothing about the encoder, so it is dropped with a warning."""
     kept = [pair for pair in pairs if pair.first != pair.second]
+    return _kept(kept, pairs, "of an image with itself: a pair names two different images")
+
+
+def _kept(kept: list[IndexPair], pairs: Sequence, why: str) -> list[IndexPair]:
+    """``kept``, after a warning that says how many of ``pairs`` were dropped and ``why``."""
     if len(kept) < len(pairs):
-        warnings.warn(
-            f"dropped {len(pairs) - len(kept)} of {len(pairs)} pairs of an image with itself: "
-            "a pair names two different images",
-            stacklevel=3,
-        )
+        warnings.warn(f"dropped {len(pairs) - len(kept)} of {len(pairs)} pairs {why}", stacklevel=4)
     return kept
 
 
