@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from tripletface.data.chips import AlignedFaces, ChipSet, photo_dataset
+from tripletface.data.chips import AlignedFaces, ChipSet, in_condition, photo_dataset
+from tripletface.data.conditions import on_chips
 from tripletface.data.images import load_image
 from tripletface.errors import InputError
 from tripletface.faces.align import face_chips
@@ -251,3 +252,18 @@ def test_photos_with_several_faces_are_counted_and_the_rule_chooses(tmp_path):
         tmp_path, detector=detector, cache=tmp_path / "c.npz", rule="similar", embed=embed
     )
     assert similar.rule == "similar" and len(similar) == 4
+
+
+@pytest.mark.parametrize("condition", ["low-resolution", "mask"])
+def test_chips_in_a_condition_keep_their_items_and_leave_the_originals(condition):
+    pixels = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)
+    chips = ChipSet(pixels.clone(), [0, 1, 1], ["a", "b"], ["0.png", "1.png", "2.png"])
+    changed = in_condition(chips, condition, seed=5, padding=0.25)
+    expected = on_chips(condition, pixels.permute(0, 2, 3, 1).numpy(), 5, 0.25)
+    np.testing.assert_array_equal(changed.chips.permute(0, 2, 3, 1).numpy(), expected)
+    assert (changed.labels, changed.classes, changed.paths) == (
+        chips.labels,
+        chips.classes,
+        chips.paths,
+    )
+    assert torch.equal(chips.chips, pixels) and not torch.equal(changed.chips, pixels)
