@@ -123,7 +123,6 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning
-        _check_camera(args)
         pairs = None if args.pairs is None else read_pairs(args.pairs, args.data)
         torch.manual_seed(args.seed)  # an untrained encoder's random weights repeat too
         encoder = load_encoder(args.encoder)
@@ -182,8 +181,8 @@ def _dataset(args: argparse.Namespace, encoder):
     return data
 
 
-def _check_camera(args: argparse.Namespace, encoder=None) -> None:
-    """InputError unless --condition and --enroll-clean make sense (and suit ``encoder``)."""
+def _check_camera(args: argparse.Namespace, encoder) -> None:
+    """InputError unless --condition and --enroll-clean make sense and suit ``encoder``."""
     from tripletface.data.conditions import check_condition
     from tripletface.errors import InputError
 
@@ -192,7 +191,7 @@ def _check_camera(args: argparse.Namespace, encoder=None) -> None:
             raise InputError("--enroll-clean needs --condition: the camera to match against")
         return
     check_condition(args.condition)
-    if encoder is not None and encoder.chip_padding is None:
+    if encoder.chip_padding is None:
         raise InputError(
             f"--condition simulates a camera on aligned face chips and {args.encoder} takes "
             "whole images: use an encoder of face chips, such as dlib-resnet"
