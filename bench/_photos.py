@@ -52,17 +52,18 @@ def as_hwc(chips: torch.Tensor) -> np.ndarray:
 
 
 class Memo:
-    """Unit-length embeddings of chips by a fixed encoder, memoised on disk by chip content.
+    """Unit-length embeddings of chips by a fixed encoder, memoised by chip content (on disk
+    under ``name``; in memory only when ``name`` is None).
 
     Callable on N x S x S x 3 uint8 arrays (the face rule's ``embed``); ``encoder`` quacks like
     an Encoder for ``tripletface.evaluate`` (N x 3 x S x S in, N x D out).
     """
 
-    def __init__(self, encoder, name: str) -> None:
+    def __init__(self, encoder, name: str | None) -> None:
         self.model = encoder
-        self.path = CACHE / f"{name}-embeddings.npz"
+        self.path = None if name is None else CACHE / f"{name}-embeddings.npz"
         self.known: dict[bytes, np.ndarray] = {}
-        if self.path.is_file():
+        if self.path is not None and self.path.is_file():
             with np.load(self.path) as data:
                 self.known = dict(zip(map(bytes, data["keys"]), data["rows"], strict=True))
         self.added = 0
@@ -91,8 +92,8 @@ class Memo:
         return _Encoder()
 
     def save(self) -> None:
-        """Write the memo atomically when it grew."""
-        if not self.added:
+        """Write the memo atomically when it grew (and has a file)."""
+        if not self.added or self.path is None:
             return
         keys = np.array([np.frombuffer(k, np.uint8) for k in self.known])
         rows = np.stack(list(self.known.values()))
