@@ -8,8 +8,14 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tripletface.cli.arguments import at_least, share
+
+if TYPE_CHECKING:  # imported lazily at run time: the CLI starts without torch
+    from torch.utils.data import Dataset
+
+    from tripletface.data.chips import ChipSet
 
 
 def register(subparsers) -> None:
@@ -198,7 +204,9 @@ def _check_camera(args: argparse.Namespace, encoder) -> None:
         )
 
 
-def _through_camera(args: argparse.Namespace, dataset, encoder) -> tuple[object, object | None]:
+def _through_camera(
+    args: argparse.Namespace, dataset: "Dataset", encoder
+) -> tuple["Dataset", "ChipSet | None"]:
     """(data set, probes or None): DATA through the camera (with --enroll-clean, only probes)."""
     from tripletface.data.chips import in_condition
 
