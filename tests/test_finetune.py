@@ -272,7 +272,8 @@ def test_finetune_chips_trains_on_both_versions_toward_the_clean_embeddings(monk
     assert len(train) == 2 * len(kept)
     assert torch.equal(train.chips[: len(kept)], chips.chips[kept])
     assert not torch.equal(train.chips[len(kept) :], chips.chips[kept])
-    assert torch.equal(targets, torch.cat([start[kept], start[kept]]))
+    # close, not equal: a CPU's convolution kernels may sum in another order for another batch
+    torch.testing.assert_close(targets, torch.cat([start[kept], start[kept]]), rtol=0, atol=1e-6)
     # Early stopping scores the masked held-apart chips, guarded by their clean versions.
     assert score.func is module.guarded_score
     assert not torch.equal(held.chips, score.keywords["clean"].chips)
