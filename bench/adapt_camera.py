@@ -15,7 +15,8 @@ condition costs, lose at most 0.5 points of verification on clean photos. The "c
 rows enroll each unseen person's clean photo and match photos in the condition against it
 (``evaluate(..., probes=...)``): good photos enrolled, the camera's recognised.
 
-    python bench/adapt_camera.py [--seeds 0] [--epochs 5] [--freeze 1] [--lr 2e-6] [--distill 1]
+    python bench/adapt_camera.py [--seeds 0 1 2] [--epochs 6] [--freeze 1] [--lr 6e-6]
+                                 [--distill 3] [--tolerance 0.02]
 """
 
 import hashlib
@@ -28,7 +29,7 @@ from finetune_celeba import arguments, measure, split, summary, tune
 
 from tripletface.data.chips import ChipSet, in_condition
 from tripletface.data.conditions import CONDITIONS
-from tripletface.finetune import pretrained_encoder
+from tripletface.finetune import CAMERA_DISTILL, CAMERA_LR, CAMERA_TOLERANCE, pretrained_encoder
 from tripletface.models.checkpoint import write_atomic
 
 #: Seed of the camera settings drawn for each chip (one draw per photo, whatever the split).
@@ -61,7 +62,16 @@ def changed_chips(faces: ChipSet, condition: str) -> ChipSet:
 
 
 def main() -> None:
-    args = arguments(__doc__.splitlines()[0], seeds=(0,), epochs=5, freeze=1, conditions=CONDITIONS)
+    args = arguments(
+        __doc__.splitlines()[0],
+        seeds=(0, 1, 2),
+        epochs=6,
+        lr=CAMERA_LR,
+        freeze=1,
+        distill=CAMERA_DISTILL,
+        conditions=CONDITIONS,
+        tolerance=CAMERA_TOLERANCE,
+    )
     torch.set_num_threads(args.threads)
     print(machine())
     start = time.perf_counter()

@@ -38,6 +38,7 @@ def arguments(
     freeze: int = 3,
     distill: float = 1.0,
     conditions: tuple[str, ...] = (),
+    tolerance: float = 0.01,
 ) -> argparse.Namespace:
     """The fine-tuning settings every celeba299 fine-tuning bench takes (defaults: the runs the
     README quotes); ``conditions`` adds --conditions with those defaults."""
@@ -56,7 +57,7 @@ def arguments(
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--every", type=int, default=40, help="steps between held-apart checks")
     parser.add_argument("--patience", type=int, default=4)
-    parser.add_argument("--tolerance", type=float, default=0.01, help="clean TAR a run may lose")
+    parser.add_argument("--tolerance", type=float, default=tolerance, help="clean TAR to lose")
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args()
 

@@ -4,6 +4,7 @@ The photos are one face (scikit-image's astronaut) in several variants, so nothi
 recognition; bench/orl_finetune.py does, on real identities.
 """
 
+import inspect
 import json
 import shlex
 import shutil
@@ -19,8 +20,12 @@ from test_chips import CountingDetector, write_photos
 from tripletface.cli import main
 from tripletface.errors import InputError
 from tripletface.finetune import (
+    CAMERA_DISTILL,
+    CAMERA_LR,
+    CAMERA_TOLERANCE,
     FINETUNE_LR,
     aligned_faces,
+    finetune_chips,
     finetune_setup,
     frozen_prefixes,
     has_pretrained_weights,
@@ -82,6 +87,7 @@ def test_finetuning_moves_the_unfrozen_layers_only_and_resumes(chips, tmp_path):
     )
     config, encoder = finetune_setup(base, freeze=4)
     assert config.lr == FINETUNE_LR and finetune_setup(base, lr=3e-5)[0].lr == 3e-5
+    assert finetune_setup(replace(base, condition="mask"))[0].lr == CAMERA_LR != FINETUNE_LR
     assert config.freeze == sorted(["stem.", "stages.0.", "stages.1.", "stages.2.", "stages.3."])
     assert config.encoder_kwargs == {"normalize": True} and encoder.normalized
     pretrained = {name: p.detach().clone() for name, p in encoder.named_parameters()}
@@ -291,14 +297,15 @@ def test_cli_adapts_to_a_camera_with_held_apart_persons_and_distillation(tmp_pat
     args = ["train", str(root), "--out", str(run), "--encoder", "dlib-resnet", "--pretrained"]
     args += shlex.split(
         "--freeze 5 --steps 2 --p 2 --k 2 --strategy all --threads 1 --quiet --json "
-        "--held-apart 2 --condition low-resolution --distill 1 --every 1 --patience 5"
+        "--held-apart 2 --condition low-resolution --every 1 --patience 5"
     )
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     config = summary["config"]
     assert config["held_apart"] == 2 and config["condition"] == "low-resolution"
-    assert config["distill"] == 1
-    assert config["augment"] is False and config["lr"] == FINETUNE_LR
+    # A camera run's own defaults: stronger distillation and learning than on clean photos.
+    assert config["distill"] == CAMERA_DISTILL and config["lr"] == CAMERA_LR
+    assert config["augment"] is False
     assert [step for step, _ in summary["held_apart_scores"]] == [0, 1, 2]
     assert summary["kept_step"] in (0, 1, 2) and summary["best"] == str(run / "best.pt")
     kept = load_encoder(run / "best.pt")
@@ -321,6 +328,21 @@ def test_cli_adapts_to_a_camera_with_held_apart_persons_and_distillation(tmp_pat
         assert last.startswith("tripletface: error: ") and message in last, (extra, last)
     assert main(["train", str(root), "--out", str(run), "--resume", "--quiet"]) == 2
     assert "do not resume" in capsys.readouterr().err
+
+
+def test_cli_train_help_states_the_fine_tuning_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+
+    def number(value: float) -> str:
+        return f"{value:g}".replace("e-0", "e-")
+
+    assert f"with --pretrained {number(FINETUNE_LR)}, or {number(CAMERA_LR)} with" in text
+    assert f"(0; {number(CAMERA_DISTILL)} with --condition)" in text
+    assert f"may lose ({number(CAMERA_TOLERANCE)})" in text
+    signature = inspect.signature(finetune_chips)
+    assert signature.parameters["tolerance"].default == CAMERA_TOLERANCE
 
 
 def test_cli_fine_tuning_options_need_pretrained_weights_and_photos(tmp_path, capsys):

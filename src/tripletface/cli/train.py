@@ -55,7 +55,11 @@ def register(subparsers) -> None:
     length.add_argument("--steps", type=int, help="optimizer steps (1000)")
     length.add_argument("--epochs", type=int, help="passes over the data instead of --steps")
     p.add_argument("--optimizer", default="adam", help="adam or sgd (adam)")
-    p.add_argument("--lr", type=float, help="learning rate (1e-3; 2e-6 with --pretrained)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate (1e-3; with --pretrained 2e-6, or 6e-6 with --condition)",
+    )
     p.add_argument("--schedule", default="cosine", help="cosine, step or constant (cosine)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="(0)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
@@ -86,7 +90,7 @@ def register(subparsers) -> None:
         type=float,
         metavar="W",
         help="with --pretrained: weight of the squared distance to the pretrained network's "
-        "embedding of each (clean) photo, added to the triplet loss (0)",
+        "embedding of each (clean) photo, added to the triplet loss (0; 3 with --condition)",
     )
     p.add_argument(
         "--condition",
@@ -110,8 +114,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--tolerance",
         type=float,
-        default=0.01,
-        help="with --condition: held-apart TAR on clean photos the kept weights may lose (0.01)",
+        help="with --condition: held-apart TAR on clean photos the kept weights may lose (0.02)",
     )
     p.add_argument(
         "--cache",
@@ -179,6 +182,10 @@ def _config(args):
     given["out"] = str(args.out)
     default = not SYNTHETIC.fullmatch(args.data) and not args.pretrained
     given["augment"] = args.augment if args.augment is not None else default
+    if args.condition and args.distill is None:
+        from tripletface.finetune import CAMERA_DISTILL
+
+        given["distill"] = CAMERA_DISTILL
     return TrainConfig(**given)
 
 
@@ -200,14 +207,14 @@ def _check_finetuning(args, config) -> None:
         raise InputError("--held-apart, --condition and --distill fine-tune: add --pretrained")
     if (args.every < 1 or args.patience < 1) and config.held_apart:
         raise InputError(f"--every {args.every} and --patience {args.patience} must be >= 1")
-    if not 0 <= args.tolerance <= 1:
+    if args.tolerance is not None and not 0 <= args.tolerance <= 1:
         raise InputError(f"--tolerance {args.tolerance}: give a share of TAR in [0, 1]")
 
 
 def _finetune(args, config, dataset, encoder):
     """``finetune_chips`` on the photo folder's chips; the kept weights go to RUN/best.pt."""
     from tripletface.data.chips import ChipSet
-    from tripletface.finetune import finetune_chips
+    from tripletface.finetune import CAMERA_TOLERANCE, finetune_chips
     from tripletface.models.checkpoint import save_checkpoint
 
     if not isinstance(dataset, ChipSet):
@@ -221,7 +228,7 @@ def _finetune(args, config, dataset, encoder):
         encoder,
         every=args.every,
         patience=args.patience,
-        tolerance=args.tolerance,
+        tolerance=CAMERA_TOLERANCE if args.tolerance is None else args.tolerance,
         progress=not args.quiet,
     )
     extra = {}
