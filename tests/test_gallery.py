@@ -74,7 +74,8 @@ def test_add_people_remove_and_round_trip(where):
         assert ids == sorted(ids) and len(set(ids)) == 2 and bob_ids[0] > ids[-1]
         assert g.people() == [("ada", 2), ("bob", 1)] and g.face_count() == 3
         assert not g.is_empty()
-        assert g.has_hash("h2") and not g.has_hash("h4")
+        assert g.hash_owner("h2") == "ada" and g.hash_owner("h3") == "bob"
+        assert g.hash_owner("h4") is None
     with opened(where) as g:
         matrix, names = g.embeddings()
         np.testing.assert_array_equal(matrix, np.concatenate([ada, bob.numpy()]))

@@ -95,6 +95,17 @@ def test_enrolling_the_same_photo_twice_adds_it_once(rec, photos):
     assert rec.people() == [("eileen", 1)]
 
 
+def test_a_photo_enrolled_for_one_person_is_refused_for_another(rec, photos, tmp_path):
+    path = tmp_path / "eileen.png"
+    Image.fromarray(photos["face"]).save(path)
+    rec.enroll("eileen", path)
+    with pytest.raises(InputError, match=r"eileen.png is already enrolled as 'eileen'.*'ada'"):
+        rec.enroll("ada", path)
+    with pytest.raises(InputError, match="already enrolled as 'eileen'"):
+        rec.enroll_photos("ada", [str(path)], workers=0)
+    assert rec.people() == [("eileen", 1)]
+
+
 def test_no_face_or_several_faces_are_refused_and_nothing_is_written(rec, photos):
     with pytest.raises(InputError, match="no face found"):
         rec.enroll("x", photos["none"])

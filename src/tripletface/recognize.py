@@ -349,15 +349,22 @@ class FaceRecognizer:
     def _add(self, name: str, faces: list[tuple[str, str, Box, np.ndarray]]) -> list[Enrollment]:
         """Commit (source, hash, box, embedding) faces of one person in one transaction.
 
-        A file whose content is already in the gallery is not added twice, so that enrolling a
-        folder again after an interruption only adds what is missing.
+        A file whose content is already enrolled for ``name`` is not added twice, so that
+        enrolling a folder again after an interruption only adds what is missing; one enrolled
+        for someone else is an InputError (the same face cannot be two persons).
         """
         if not name or name != name.strip() or "/" in name:
             raise InputError(f"{name!r} is not a usable name: give a non-empty name without '/'")
         seen: set[str] = set()
         added = []
-        for _, digest, _, _ in faces:
-            added.append(digest not in seen and not self.gallery.has_hash(digest))
+        for source, digest, _, _ in faces:
+            owner = self.gallery.hash_owner(digest)
+            if owner not in (None, name):
+                raise InputError(
+                    f"{source} is already enrolled as {owner!r}: the same face cannot also be "
+                    f"{name!r}; use another photo of {name!r}"
+                )
+            added.append(digest not in seen and owner is None)
             seen.add(digest)
         new = [face for face, fresh in zip(faces, added, strict=True) if fresh]
         if new:

@@ -410,9 +410,14 @@ class BaseGallery:
             for name, n in self._rows("SELECT name, faces FROM persons ORDER BY name")
         ]
 
-    def has_hash(self, sha256: str) -> bool:
-        """Is a face from a file with this content hash already enrolled?"""
-        return bool(self._rows("SELECT 1 FROM faces WHERE sha256 = ? LIMIT 1", (sha256,)))
+    def hash_owner(self, sha256: str) -> str | None:
+        """The person enrolled from a file with this content hash, None if no one is."""
+        rows = self._rows(
+            "SELECT persons.name FROM faces JOIN persons ON persons.id = faces.person_id"
+            " WHERE faces.sha256 = ? LIMIT 1",
+            (sha256,),
+        )
+        return rows[0][0] if rows else None
 
     def face_count(self) -> int:
         """Number of enrolled faces."""
