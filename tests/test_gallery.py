@@ -191,6 +191,19 @@ def test_threshold_and_calibration_are_stored(where):
         assert g.calibration is None
 
 
+def test_a_threshold_and_its_confidence_model_are_stored_together_or_not_at_all(where):
+    model = {"kind": "logistic", "weights": [1.5, -2.0], "n": 3}
+    with opened(where) as g:
+        g.set_calibration(0.5, model)
+        assert g.threshold == pytest.approx(0.5) and g.calibration == model
+        for threshold, calibration in ((0.3, {"bad": float("nan")}), (-1.0, {"n": 1})):
+            with pytest.raises(InputError):
+                g.set_calibration(threshold, calibration)
+        assert g.threshold == pytest.approx(0.5) and g.calibration == model
+        g.set_calibration(None, None)
+        assert g.threshold is None and g.calibration is None
+
+
 def test_another_encoder_is_refused_with_both_names(where):
     with opened(where) as g:
         g.add_faces("ada", rows(1))

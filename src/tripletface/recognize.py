@@ -230,8 +230,7 @@ class FaceRecognizer:
             source=f"tripletface calibrate: {int(same.sum())} same-person and "
             f"{int((~same).sum())} different-person pairs of {len(labels)} faces",
         )
-        self.gallery.threshold = result.threshold
-        self.gallery.calibration = model.to_dict()
+        self.gallery.set_calibration(result.threshold, model.to_dict())
         return replace(result, confidence=model)
 
     def faces(self, image) -> tuple[list[Box], np.ndarray]:

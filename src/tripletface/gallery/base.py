@@ -129,6 +129,23 @@ def new_uid() -> str:
     return secrets.token_hex(8)
 
 
+def _threshold_value(value: float | None) -> float | None:
+    """A threshold as stored: a finite squared distance >= 0 as a float, or None."""
+    if value is not None and not (np.isfinite(value) and value >= 0):
+        raise InputError(f"threshold must be a finite distance >= 0, got {value}")
+    return None if value is None else float(value)
+
+
+def _calibration_text(value: dict | None) -> str | None:
+    """A confidence model as stored: its dict as strict JSON, or None."""
+    if value is not None and not isinstance(value, dict):
+        raise InputError(f"calibration must be a dict or None, got {type(value).__name__}")
+    try:
+        return None if value is None else json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"calibration must be JSON-serialisable: {error}") from None
+
+
 class BaseGallery:
     """Persons and their enrolled embeddings from one encoder, in a database.
 
@@ -273,12 +290,8 @@ class BaseGallery:
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
-        if value is not None and not (np.isfinite(value) and value >= 0):
-            raise InputError(f"threshold must be a finite distance >= 0, got {value}")
         with self._transaction(write=True):
-            self._run(
-                "UPDATE meta SET threshold = ?", (None if value is None else float(value),), True
-            )
+            self._run("UPDATE meta SET threshold = ?", (_threshold_value(value),), True)
 
     @property
     def calibration(self) -> dict | None:
@@ -288,14 +301,15 @@ class BaseGallery:
 
     @calibration.setter
     def calibration(self, value: dict | None) -> None:
-        if value is not None and not isinstance(value, dict):
-            raise InputError(f"calibration must be a dict or None, got {type(value).__name__}")
-        try:
-            text = None if value is None else json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise InputError(f"calibration must be JSON-serialisable: {error}") from None
         with self._transaction(write=True):
-            self._run("UPDATE meta SET calibration = ?", (text,), True)
+            self._run("UPDATE meta SET calibration = ?", (_calibration_text(value),), True)
+
+    def set_calibration(self, threshold: float | None, calibration: dict | None) -> None:
+        """Store a threshold and the confidence model fitted with it in one transaction, so
+        that no reader ever sees one without the other."""
+        values = (_threshold_value(threshold), _calibration_text(calibration))
+        with self._transaction(write=True):
+            self._run("UPDATE meta SET threshold = ?, calibration = ?", values, True)
 
     # ---- changes
 

@@ -56,8 +56,7 @@ def copy_gallery(
                 people, faces = people + 1, faces + len(matrix)
             if progress is not None:
                 progress(count, total)
-        dst.threshold = src.threshold
-        dst.calibration = src.calibration
+        dst.set_calibration(src.threshold, src.calibration)
         _check_copy(src, dst)
     return Copied(people, faces, skipped)
 
