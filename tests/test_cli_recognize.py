@@ -78,15 +78,22 @@ def test_identify_a_folder_as_json_and_annotated(enrolled, files, tmp_path):
     folder.mkdir()
     for name in ("mirrored", "two", "none"):
         (folder / f"{name}.png").symlink_to(files[name])
+    Image.open(files["mirrored"]).save(folder / "mirrored.jpg", quality=95)
     result = tf(enrolled, "identify", str(folder), "--json", "--annotate", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     report = {Path(item["file"]).name: item["faces"] for item in json.loads(result.stdout)}
-    assert list(report) == ["mirrored.png", "none.png", "two.png"]
+    assert list(report) == ["mirrored.jpg", "mirrored.png", "none.png", "two.png"]
     assert report["none.png"] == []
     assert [face["name"] for face in report["two.png"]] == ["eileen", "eileen"]
     [face] = report["mirrored.png"]
     assert set(face) == {"box", "name", "distance", "confidence"} and len(face["box"]) == 4
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == list(report)
+    # a.jpg and a.png each get a copy; none lands on or among the photos themselves.
+    copies = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert copies == ["mirrored.jpg.png", "mirrored.png", "none.png", "two.png"]
+    for out in (folder, folder / "annotated", tmp_path / "out" / "none.png"):
+        result = tf(enrolled, "identify", str(folder), "--annotate", str(out))
+        one_error_line(result, f"--annotate {out}")
+    assert sorted(p.name for p in folder.iterdir()) == list(report)
     in_workers = tf(enrolled, "identify", str(folder), "--json", workers=2)
     faces = [item["faces"] for item in json.loads(in_workers.stdout)]
     assert [[(f["box"], f["name"]) for f in fs] for fs in faces] == [
@@ -115,6 +122,10 @@ def test_enroll_remove_and_bad_photos(files, tmp_path):
     one_error_line(tf(gallery, "verify", str(files["face"]), "nobody"), "'nobody'")
     removed = tf(gallery, "remove", "x")
     assert removed.returncode == 0 and "removed x (1 faces)" in removed.stdout
+    # Every command closed the gallery: SQLite's write-ahead log was folded in and removed.
+    assert not Path(f"{gallery}-wal").exists() and not Path(f"{gallery}-shm").exists()
+    one_error_line(tf(tmp_path / "typo.db", "remove", "x"), "typo.db", "no gallery")
+    assert not (tmp_path / "typo.db").exists()
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +181,23 @@ def test_enroll_dir_cluster_and_calibrate(files, tmp_path):
     with sqlite3.connect(gallery) as db:
         assert db.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 2
 
-    clusters = tf(gallery, "cluster", str(people), "--links", str(tmp_path / "links"), workers=2)
+    links = tmp_path / "links"
+    clusters = tf(gallery, "cluster", str(people), "--links", str(links), workers=2)
     report = json.loads(clusters.stdout)
     assert [len(group) for group in report["clusters"]] == [4]
     assert [Path(e["file"]).name for e in report["errors"]] == ["notes.png"]
-    assert len(list((tmp_path / "links" / "person_000").iterdir())) == 4
+    assert len(list((links / "person_000").iterdir())) == 4
+    # A second run replaces the first one's links, and refuses a folder holding other files.
+    again = tf(gallery, "cluster", str(people / "eileen"), "--links", str(links))
+    assert again.returncode == 0, again.stderr
+    linked = sorted(path.readlink() for path in (links / "person_000").iterdir())
+    eileen = [(people / "eileen" / files[name].name).resolve() for name in ("face", "mirrored")]
+    assert linked == sorted(eileen)
+    (links / "person_000" / "notes.txt").write_text("mine")
+    one_error_line(tf(gallery, "cluster", str(people), "--links", str(links)), "notes.txt")
 
+    calibrated = tf(gallery, "calibrate", str(people), "--far", "0.5")
+    assert calibrated.returncode == 2 and "notes.png" in calibrated.stderr  # stored, yet told
     (people / "mixed" / "notes.png").unlink()
     calibrated = tf(gallery, "calibrate", str(people), "--far", "0.5")
     assert calibrated.returncode == 0, calibrated.stderr

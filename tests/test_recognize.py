@@ -1,5 +1,7 @@
 """FaceRecognizer on real photos shipped with scikit-image, and its maths against brute force."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import skimage.data
@@ -93,6 +95,16 @@ def test_enrolling_the_same_photo_twice_adds_it_once(rec, photos):
     assert rec.enroll("eileen", photos["face"]).added
     assert not rec.enroll("eileen", photos["face"]).added
     assert rec.people() == [("eileen", 1)]
+
+
+def test_closing_the_recognizer_closes_its_gallery_and_a_later_use_reopens_it(rec, photos):
+    with rec:
+        rec.enroll("eileen", photos["face"])
+        assert Path(f"{rec.gallery_path}-wal").exists()  # open: SQLite's log beside it
+    assert not Path(f"{rec.gallery_path}-wal").exists()
+    assert rec.people() == [("eileen", 1)]
+    rec.close()
+    rec.close()  # closing a closed recognizer is harmless
 
 
 def test_a_photo_enrolled_for_one_person_is_refused_for_another(rec, photos, tmp_path):

@@ -95,7 +95,8 @@ class Calibration:
 
 
 class FaceRecognizer:
-    """Enroll, identify, verify and remove people in a gallery file with one encoder."""
+    """Enroll, identify, verify and remove people in a gallery file with one encoder; close it
+    (or use it as a context manager) to close the gallery."""
 
     def __init__(
         self,
@@ -106,6 +107,7 @@ class FaceRecognizer:
         read_only: bool = False,
         runtime: str = "auto",
         tta: bool = False,
+        create: bool = True,
     ):
         self.encoder_name = _encoder_name(encoder)
         self.runtime: Runtime = load_runtime(encoder, runtime)
@@ -113,9 +115,26 @@ class FaceRecognizer:
         self.tta = tta
         self.gallery_path = gallery_location(gallery)
         self.read_only = read_only
+        self.create = create and not read_only
         self._threshold = threshold
         info = self.runtime.info
         self.chips = ChipMaker.for_encoder(detector, info.input_size[0], info.chip_padding)
+
+    def close(self) -> None:
+        """Close the gallery if it was opened (a writer saves the search index it kept in step
+        first); a later call opens it again."""
+        if "gallery" in vars(self):
+            try:
+                self.gallery.close()  # its hooks still flush self.index
+            finally:
+                del self.gallery
+                vars(self).pop("index", None)
+
+    def __enter__(self) -> "FaceRecognizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def enroll(self, name: str, image, largest: bool = False) -> Enrollment:
         """Add the one face of ``image`` (the largest if ``largest``) to the person ``name``."""
@@ -199,14 +218,14 @@ class FaceRecognizer:
 
     @functools.cached_property
     def gallery(self) -> BaseGallery:
-        """The gallery (file or database), opened (and created unless read-only) on first use;
+        """The gallery (file or database), opened (and created if ``create``) on first use;
         what is written through it also keeps the search index saved beside it in step."""
         gallery = open_gallery(
             self.gallery_path,
             self.encoder_name,
             self.runtime.info.fingerprint,
             self.runtime.info.embedding_dim,
-            create=not self.read_only,
+            create=self.create,
             read_only=self.read_only,
         )
         if gallery.writable:

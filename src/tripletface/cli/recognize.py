@@ -97,7 +97,9 @@ def register(subparsers) -> None:
     p.add_argument("--far", type=float, default=1e-3, help="false accept rate to allow (1e-3)")
 
 
-def _recognizer(args, read_only: bool = False):
+def _recognizer(args, read_only: bool = False, create: bool = True):
+    """The FaceRecognizer the options ask for; use it in a ``with`` block, which closes the
+    gallery (and saves its search index) however the command ends."""
     from tripletface.recognize import FaceRecognizer
 
     return FaceRecognizer(
@@ -108,6 +110,7 @@ def _recognizer(args, read_only: bool = False):
         read_only,
         args.runtime,
         tta=args.tta,
+        create=create,
     )
 
 
@@ -163,8 +166,8 @@ def _warn(path, error: TripletfaceError) -> None:
 
 
 def enroll(args) -> int:
-    with _faces_of(args, [str(p) for p in args.photos]) as faces:
-        records = _recognizer(args).enroll_photos(args.name, faces, args.largest, args.workers)
+    with _faces_of(args, [str(p) for p in args.photos]) as faces, _recognizer(args) as rec:
+        records = rec.enroll_photos(args.name, faces, args.largest, args.workers)
     for record in records:
         state = "enrolled" if record.added else "already enrolled"
         print(f"{state} {record.name} from {record.source}")
@@ -179,8 +182,7 @@ def enroll_dir(args) -> int:
     ]
     if not pairs:
         raise InputError(f"{args.folder}: no photos in sub-folders; put each person's in DIR/NAME/")
-    with _faces_of(args, [path for _, path in pairs]) as faces:
-        rec = _recognizer(args)
+    with _faces_of(args, [path for _, path in pairs]) as faces, _recognizer(args) as rec:
         added = skipped = 0
         for path, result in _progress(
             rec.enroll_folders(pairs, args.largest, args.workers, faces), len(pairs), "enroll"
@@ -212,8 +214,12 @@ def _sure(confidence: float | None) -> str:
 def identify(args) -> int:
     target: Path = args.target
     files = _images_in(target) if target.is_dir() else [target]
-    with _faces_of(args, list(map(str, files))) as faces:
-        rec = _recognizer(args, read_only=True)
+    if args.annotate:
+        _check_annotate(target, args.annotate)
+    with (
+        _faces_of(args, list(map(str, files))) as faces,
+        _recognizer(args, read_only=True) as rec,
+    ):
         results, found, bad = [], False, 0
         outcomes = rec.identify_files(faces, args.workers)
         for path, outcome in _progress(outcomes, len(files), "identify"):
@@ -244,10 +250,27 @@ def _print_matches(path: str, matches) -> None:
         print(f"{path}: {who} (distance {m.distance:.3f}{_sure(m.confidence)}) at {list(m.box)}")
 
 
+def _check_annotate(target: Path, outdir: Path) -> None:
+    """InputError when --annotate's copies would replace or join the photos identified."""
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"--annotate {outdir}: a file, not a folder; give a folder for the copies")
+    here, out = target.resolve(), outdir.resolve()
+    if target.is_dir():
+        clash = out == here or here in out.parents
+    else:
+        clash = _annotated_path(target, target, outdir).resolve() == here
+    if clash:
+        raise InputError(
+            f"--annotate {outdir}: the copies would replace or join the photos of {target}; "
+            "give a folder outside it"
+        )
+
+
 def _annotated_path(path: Path, target: Path, outdir: Path) -> Path:
-    """Where the annotated copy of path goes: same relative path under outdir, as PNG."""
-    relative = path.relative_to(target) if target.is_dir() else Path(path.name)
-    return (outdir / relative).with_suffix(".png")
+    """Where the annotated PNG copy of path goes: its relative path under outdir, ".png" added
+    unless it ends so (a.jpg and a.png of one folder get a copy each)."""
+    out = outdir / (path.relative_to(target) if target.is_dir() else Path(path.name))
+    return out if out.suffix.lower() == ".png" else out.with_name(f"{out.name}.png")
 
 
 def _annotate(path: Path, matches, out: Path) -> None:
@@ -260,12 +283,18 @@ def _annotate(path: Path, matches, out: Path) -> None:
         [f"{m.name or 'unknown'} {m.distance:.2f}" for m in matches],
         [m.name is not None for m in matches],
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image_atomic(out, image)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image_atomic(out, image)
+    except OSError as error:
+        raise InputError(
+            f"--annotate: cannot write {out} ({error.strerror}); give a folder you can write to"
+        ) from None
 
 
 def verify(args) -> int:
-    result = _recognizer(args, read_only=True).verify(str(args.photo), args.name)
+    with _recognizer(args, read_only=True) as rec:
+        result = rec.verify(str(args.photo), args.name)
     verdict = "same" if result.same else "different"
     print(
         f"{verdict}: {args.photo} vs {args.name} (distance {result.distance:.3f}"
@@ -275,13 +304,15 @@ def verify(args) -> int:
 
 
 def remove(args) -> int:
-    faces = _recognizer(args).remove(args.name)
+    with _recognizer(args, create=False) as rec:  # a mistyped --gallery is no new gallery
+        faces = rec.remove(args.name)
     print(f"removed {args.name} ({faces} faces)")
     return 0
 
 
 def people(args) -> int:
-    listing = _recognizer(args, read_only=True).people()
+    with _recognizer(args, read_only=True) as rec:
+        listing = rec.people()
     if args.json:
         print(json.dumps([{"name": name, "faces": n} for name, n in listing]))
     else:
@@ -294,8 +325,10 @@ def cluster(args) -> int:
     from tripletface.clustering import cluster_embeddings
 
     files = _images_in(args.folder)
-    with _faces_of(args, list(map(str, files))) as stream:
-        rec = _recognizer(args, read_only=True)
+    with (
+        _faces_of(args, list(map(str, files))) as stream,
+        _recognizer(args, read_only=True) as rec,
+    ):
         threshold = rec.threshold
         faces, embeddings, errors = [], [], []
         for item in _progress(rec.embed_files(stream, args.workers), len(files), "cluster"):
@@ -316,38 +349,48 @@ def cluster(args) -> int:
 
 
 def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
-    """outdir/person_K/ holds a symbolic link to each photo with a face of group K."""
-    for k, group in enumerate(groups):
-        folder = outdir / f"person_{k:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, face in enumerate(group):
-            source = Path(face["file"]).resolve()
-            link = folder / f"{i:04d}_{source.name}"
-            if not link.is_symlink():
-                link.symlink_to(source)
+    """outdir/person_K/ holds a symbolic link to each photo with a face of group K, and
+    nothing else: the links of an earlier run there are replaced."""
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"--links {outdir}: a file, not a folder; give a folder for the links")
+    try:
+        old = [path for path in outdir.glob("person_*/*") if path.is_symlink()]
+        others = [path for path in outdir.glob("person_*/*") if not path.is_symlink()]
+        if others:
+            raise InputError(
+                f"--links {outdir}: {others[0]} is no link of an earlier cluster run; give a "
+                "new or empty folder"
+            )
+        for path in old:
+            path.unlink()
+        for k, group in enumerate(groups):
+            folder = outdir / f"person_{k:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, face in enumerate(group):
+                source = Path(face["file"]).resolve()
+                (folder / f"{i:04d}_{source.name}").symlink_to(source)
+    except OSError as error:
+        raise InputError(
+            f"--links {outdir}: cannot link there ({error.strerror}); give a folder you can "
+            "write to"
+        ) from None
 
 
 def calibrate(args) -> int:
     from tripletface.data.images import person_images
-    from tripletface.faces.choice import similar_faces
 
     named = {str(p): name for name, paths in person_images(args.folder).items() for p in paths}
-    with _faces_of(args, list(named)) as faces:
-        rec = _recognizer(args)
-        embeddings, labels = [], []
-        for item in _progress(rec.embed_files(faces, args.workers), len(named), "calibrate"):
-            if item.error is not None or not item.boxes:
-                _warn(item.path, item.error or InputError("no face found"))
-                continue
-            embeddings.append(item.embeddings)
-            labels.append(named[item.path])
-    if len(set(labels)) < 2:
-        raise InputError(f"{args.folder}: calibration needs faces of at least two people")
-    # Of a photo with several faces, the one most like the person's other photos; else the
-    # largest (bench/face_choice.py).
-    chosen = [max(k, 0) for k in similar_faces(embeddings, labels)]
-    picked = np.stack([rows[k] for rows, k in zip(embeddings, chosen, strict=True)])
-    result = rec.calibrate(picked, labels, args.far)
+    with _recognizer(args) as rec:
+        with _faces_of(args, list(named)) as faces:
+            embeddings, labels, skipped = [], [], 0
+            for item in _progress(rec.embed_files(faces, args.workers), len(named), "calibrate"):
+                if item.error is not None or not item.boxes:
+                    _warn(item.path, item.error or InputError("no face found"))
+                    skipped += 1
+                    continue
+                embeddings.append(item.embeddings)
+                labels.append(named[item.path])
+        result = _calibrated(rec, embeddings, labels, args)
     print(
         f"threshold {result.threshold:.4f} stored in {rec.gallery_path}: FAR {result.far:.2e}, "
         f"FRR {result.frr:.2%} on {result.same_pairs} same-person and "
@@ -359,4 +402,17 @@ def calibrate(args) -> int:
             f"note: {result.different_pairs} different-person pairs measure a FAR of {args.far:g} "
             "coarsely; calibrate on more people for a sharper threshold"
         )
-    return 0
+    return 2 if skipped else 0
+
+
+def _calibrated(rec, embeddings: list[np.ndarray], labels: list[str], args):
+    """``rec.calibrate`` on one face per photo (each photo's faces a K x D block)."""
+    from tripletface.faces.choice import similar_faces
+
+    if len(set(labels)) < 2:
+        raise InputError(f"{args.folder}: calibration needs faces of at least two people")
+    # Of a photo with several faces, the one most like the person's other photos; else the
+    # largest (bench/face_choice.py).
+    chosen = [max(k, 0) for k in similar_faces(embeddings, labels)]
+    picked = np.stack([rows[k] for rows, k in zip(embeddings, chosen, strict=True)])
+    return rec.calibrate(picked, labels, args.far)

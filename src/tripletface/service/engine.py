@@ -83,8 +83,7 @@ class Engine:
     def close(self) -> None:
         """Stop the encoder thread, close the gallery, stop the detection workers."""
         self.batcher.close()
-        if "gallery" in vars(self.recognizer):  # opened (FaceRecognizer caches it)
-            self._gallery_thread.submit(self.recognizer.gallery.close).result()
+        self._gallery_thread.submit(self.recognizer.close).result()
         self._gallery_thread.shutdown(wait=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
