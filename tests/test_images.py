@@ -1,6 +1,9 @@
 """Loading every supported image kind as H x W x 3 uint8 RGB; broken files refused clearly."""
 
 import io
+import os
+import stat
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -115,6 +118,26 @@ def test_transparent_palette_pixels_become_white(tmp_path):
     assert tuple(loaded[4, 4]) == (200, 30, 30)
 
 
+@pytest.mark.parametrize(
+    ("mode", "transparent", "opaque", "colour"),
+    [
+        ("1", 0, 1, (255, 255, 255)),
+        ("L", 0, 200, (200, 200, 200)),
+        ("RGB", (0, 0, 0), (200, 30, 30), (200, 30, 30)),
+        ("I;16", 0, 40000, (156, 156, 156)),  # 40000 * 255 / 65535 rounds to 156
+    ],
+    ids=["1", "L", "RGB", "I;16"],
+)
+def test_colour_keyed_transparent_pixels_become_white(tmp_path, mode, transparent, opaque, colour):
+    keyed = Image.new(mode, (8, 8), opaque)
+    keyed.putpixel((0, 0), transparent)
+    path = tmp_path / "keyed.png"
+    keyed.save(path, transparency=transparent)
+    loaded = load_image(path)
+    assert tuple(loaded[0, 0]) == (255, 255, 255)
+    assert tuple(loaded[4, 4]) == colour
+
+
 def test_wrong_extension_with_valid_content_loads(tmp_path, photo):
     path = tmp_path / "actually_png.jpg"
     Image.fromarray(photo).save(path, format="PNG")
@@ -209,6 +232,20 @@ def test_save_image_atomic_round_trips_and_leaves_no_temporary(tmp_path, photo):
     assert [p.name for p in tmp_path.iterdir()] == ["chip.png"]
     with pytest.raises(InputError, match="suffix"):
         save_image_atomic(tmp_path / "chip.xyz", photo)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The process umask set to 022 for the test, then restored."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_save_image_atomic_gives_the_mode_the_umask_allows(tmp_path, photo):
+    path = save_image_atomic(tmp_path / "snapshot.png", photo)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_image_extensions_are_lower_case_suffixes():

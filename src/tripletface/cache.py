@@ -6,7 +6,7 @@ can be deleted and is made again when needed.
 """
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -16,10 +16,24 @@ def data_dir() -> Path:
     return Path(data) / "tripletface"
 
 
+def create_temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new empty file in ``path``'s folder, open for writing, with the mode the umask gives."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            # Not tempfile.mkstemp: its fixed 0600 survives os.replace, so other users could not
+            # read the result; 0o666 here lets the kernel apply the umask as for any new file.
+            # O_BINARY (Windows only) stops newline translation corrupting binary content.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file beside it, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -27,6 +41,6 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path

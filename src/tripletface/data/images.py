@@ -11,13 +11,13 @@ Conventions (the one place they are decided):
 """
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from tripletface.cache import create_temporary_beside
 from tripletface.errors import InputError
 
 # Suffixes that folder scans treat as images (lower case). Loading itself sniffs the content.
@@ -27,6 +27,8 @@ IMAGE_EXTENSIONS = frozenset(
 )  # fmt: skip
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+# Modes whose info["transparency"] colour Pillow's convert("RGBA") turns into alpha.
+_COLOUR_KEY_MODES = {"1", "L", "P", "RGB"}
 _WHITE = 255.0
 
 
@@ -77,13 +79,13 @@ def save_image_atomic(path: str | Path, image: np.ndarray | Image.Image) -> Path
             f"{', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
     pixels = Image.fromarray(load_image(image))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             pixels.save(handle, format=image_format)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -116,12 +118,18 @@ def _from_pil(image: Image.Image, name: str) -> np.ndarray:
     image = ImageOps.exif_transpose(image)
     if image.width == 0 or image.height == 0:
         raise InputError(f"{name}: the image is empty (0 pixels)")
-    if image.mode == "P" and "transparency" in image.info:
+    # A tRNS chunk gives these modes a transparent colour in info instead of an alpha band.
+    if image.mode in _COLOUR_KEY_MODES and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in _ALPHA_MODES:
         return _from_array(np.asarray(image.convert("RGBA")), name)
     if image.mode.startswith("I"):
-        return _from_array(_as_uint16(np.asarray(image), name), name)
+        samples = _as_uint16(np.asarray(image), name)
+        if "transparency" in image.info:
+            # Built here because convert("RGBA") would clip 16-bit samples to 255, not scale them.
+            alpha = np.where(samples == image.info["transparency"], 0, 65535).astype(np.uint16)
+            samples = np.dstack([samples, samples, samples, alpha])
+        return _from_array(samples, name)
     if image.mode == "F":
         return _from_array(np.asarray(image), name)
     if image.mode != "RGB":

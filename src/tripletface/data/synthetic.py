@@ -10,7 +10,6 @@ noise and occluders (glasses, a hat brim, a hand). The same arguments give the s
 
 import math
 import os
-import tempfile
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 
+from tripletface.cache import create_temporary_beside
 from tripletface.errors import InputError
 
 Traits = dict[str, float]
@@ -779,11 +779,11 @@ def write_person_folders(
 
 def _save_png_atomically(pixels: np.ndarray, path: Path) -> None:
     """Write H x W x 3 uint8 pixels as a PNG through a temporary file and os.replace."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    handle, tmp = create_temporary_beside(path)
     try:
         with os.fdopen(handle, "wb") as file:
             Image.fromarray(pixels).save(file, format="PNG", compress_level=1)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
