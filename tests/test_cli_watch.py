@@ -116,6 +116,29 @@ def test_missing_and_unreadable_sources_are_one_line(rec, tmp_path, capsys):  # 
     assert "not a time" in capsys.readouterr().err
 
 
+def test_an_events_file_that_cannot_be_written_is_one_line(rec, tmp_path, capsys):  # noqa: F811
+    blank = write_video(tmp_path / "blank.mp4", 2, lambda index: [])
+    events, video = tmp_path / "gone" / "e.jsonl", tmp_path / "out.mp4"
+    assert watch(rec, blank, "--events", str(events), "--annotate", str(video)) == 2
+    assert capsys.readouterr().err == (
+        f"tripletface: error: --events {events}: cannot write there (No such file or directory): "
+        "give a path in an existing folder\n"
+    )
+    assert not video.exists()  # refused before the first frame: nothing half written
+
+
+def test_snapshots_where_a_file_is_is_one_line(rec, tmp_path, capsys):  # noqa: F811
+    blank = write_video(tmp_path / "blank.mp4", 2, lambda index: [])
+    taken, events = tmp_path / "afile", tmp_path / "e.jsonl"
+    taken.touch()
+    assert watch(rec, blank, "--snapshots", str(taken), "--events", str(events)) == 2
+    assert capsys.readouterr().err == (
+        f"tripletface: error: --snapshots {taken}: cannot write there (File exists): "
+        "give a folder's path, new or existing\n"
+    )
+    assert taken.read_bytes() == b"" and not events.exists()
+
+
 @pytest.mark.parametrize("kind", ["http", "rtsp"])
 def test_a_stream_that_stops_keeps_what_came_before(rec, tmp_path, capsys, kind):  # noqa: F811
     events, video = tmp_path / "e.jsonl", tmp_path / "out.mp4"

@@ -200,6 +200,13 @@ def test_missing_files_cameras_and_non_videos_are_named(rec, tmp_path, walk):
         VideoSource(truncate(walk, tmp_path / "cut.mp4"))
 
 
+def test_a_snapshots_folder_that_cannot_be_made_is_named(rec, tmp_path, walk):
+    taken = tmp_path / "afile"
+    taken.touch()
+    with pytest.raises(InputError, match=r"^snapshots .*afile/faces: cannot write there \(Not a"):
+        Watch(rec, walk, snapshots=taken / "faces")
+
+
 def test_a_truncated_video_ends_its_tracks_then_fails(rec, tmp_path, cross):
     cut = truncate(cross, tmp_path / "cut.mkv", 0.6)
     session = Watch(rec, cut, parallel=False)

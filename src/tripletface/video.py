@@ -19,7 +19,6 @@ seconds; ``tracking.Tracker`` decides the rest, names included.
 import math
 import multiprocessing as mp
 import os
-import tempfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -32,6 +31,7 @@ import av.error
 import dlib
 import numpy as np
 
+from tripletface.cache import create_temporary_beside
 from tripletface.data.images import draw_labelled_boxes, save_image_atomic
 from tripletface.errors import InputError
 from tripletface.faces.extract import ChipMaker
@@ -187,6 +187,23 @@ def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
+def cannot_write(name: str, path: Path, error: OSError, fix: str) -> InputError:
+    """The one-line InputError for an output that cannot be written: ``name`` (the argument that
+    gave it), its path, the OS's reason and ``fix``, what to do."""
+    return InputError(f"{name} {path}: cannot write there ({_reason(error)}): {fix}")
+
+
+def output_folder(path: str | Path, name: str) -> Path:
+    """The folder ``path``, made with its parents if it is not there; InputError naming ``name``
+    and the path if it cannot be (a file in the way, no permission)."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise cannot_write(name, folder, error, "give a folder's path, new or existing") from None
+    return folder
+
+
 @dataclass(frozen=True)
 class FaceView:
     """A face on a frame: its track, box (left, top, right, bottom), name so far, distance."""
@@ -251,7 +268,8 @@ class Watch:
     updates of a face's correlation tracker (about 4 ms each), boxes moving on at their last
     speed in between; parallel: detect in a worker process
     (False: in this process, frame for frame the same on every run); snapshots: folder where the
-    best crop of every unknown track is saved as PNG when it ends; the ``Tracker`` options
+    best crop of every unknown track is saved as PNG when it ends, made at construction
+    (InputError at once if it cannot be); the ``Tracker`` options
     (``patience``, ``embed_every``, ...) go to ``tracker``. A decoding error, or a source that
     stops, ends the tracks first (their events come with the last FrameResult) and is raised
     after it. ``stop()`` (from a signal handler, say) ends the iteration cleanly after a frame.
@@ -275,9 +293,7 @@ class Watch:
         self.tracker = tracker or Tracker(reid_distance=recognizer.threshold)
         self.detect_every = int(detect_every)
         self.track_every = max(1, int(track_every))
-        self.snapshots = Path(snapshots) if snapshots is not None else None
-        if self.snapshots is not None:
-            self.snapshots.mkdir(parents=True, exist_ok=True)
+        self.snapshots = output_folder(snapshots, "snapshots") if snapshots is not None else None
         # Enrolled faces are read once; an empty gallery leaves every face unknown.
         self._known = bool(recognizer.people())
         # HOG alone: "auto" falls back to the CNN on every frame without a face, seconds each.
@@ -505,7 +521,7 @@ class AnnotatedVideo:
         self.frames = 0
         self._container = None
         self._stream = None
-        self._tmp: str | None = None
+        self._tmp: Path | None = None
 
     def write(self, image: np.ndarray) -> None:
         """Append one RGB frame (cropped to even sides, as 4:2:0 H.264 needs)."""
@@ -519,11 +535,9 @@ class AnnotatedVideo:
         self.frames += 1
 
     def _open(self, width: int, height: int) -> None:
-        fd, self._tmp = tempfile.mkstemp(
-            prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent
-        )
+        fd, self._tmp = create_temporary_beside(self.path)
         os.close(fd)
-        self._container = av.open(self._tmp, "w", format=self.format)
+        self._container = av.open(str(self._tmp), "w", format=self.format)
         self._stream = self._container.add_stream("libx264", rate=self.rate)
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"

@@ -81,8 +81,11 @@ def _clock(seconds: float) -> str:
 def watch(args) -> int:
     from tripletface.recognize import FaceRecognizer
     from tripletface.tracking import summarize
-    from tripletface.video import Watch
+    from tripletface.video import Watch, output_folder
 
+    if args.snapshots is not None:
+        # Made here as well as in Watch so that the error names the option, before the model loads.
+        output_folder(args.snapshots, "--snapshots")
     rec = FaceRecognizer(
         args.gallery, args.encoder, args.threshold, args.detector, True, args.runtime
     )
@@ -116,15 +119,22 @@ def _run(session, args, ended: list) -> None:
     """Go through the video, writing its annotated copy and events; ``ended`` collects them.
     The outputs are finalised however the video ends, the summary line included."""
     from tripletface.tracking import summarize
-    from tripletface.video import AnnotatedVideo, draw_faces
+    from tripletface.video import AnnotatedVideo, cannot_write, draw_faces
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(session)
         out = None
         if args.annotate:
             out = stack.enter_context(AnnotatedVideo(args.annotate, session.rate))
-        log = stack.enter_context(open(args.events, "w")) if args.events else None
-        if log is not None:
+        log = None
+        if args.events:
+            # Opened once the source is (a source that cannot be read leaves no events file),
+            # and before its first frame is.
+            try:
+                log = stack.enter_context(open(args.events, "w"))
+            except OSError as error:
+                fix = "give a path in an existing folder"
+                raise cannot_write("--events", args.events, error, fix) from None
             stack.callback(
                 lambda: _write(log, {"summary": [s.to_json() for s in summarize(ended)]})
             )
