@@ -14,9 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tripletface.errors import GalleryError, GalleryUnavailable, InputError
-from tripletface.gallery import SCHEMA_VERSION, Gallery, default_gallery_path, open_gallery
+from tripletface.gallery import (
+    SCHEMA_VERSION,
+    Gallery,
+    check_name,
+    default_gallery_path,
+    open_gallery,
+)
 
 DIM = 8
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -160,7 +168,6 @@ def test_failed_batch_stores_nothing(where):
 @pytest.mark.parametrize(
     ("name", "embeddings", "kwargs", "message"),
     [
-        ("", rows(1), {}, "non-empty"),
         ("ada", rows(1)[:, :3], {}, "N x 8"),
         ("ada", np.zeros((0, DIM)), {}, "N >= 1"),
         ("ada", np.full((1, DIM), np.nan), {}, "NaN"),
@@ -170,6 +177,26 @@ def test_failed_batch_stores_nothing(where):
 def test_bad_additions_are_refused(db, name, embeddings, kwargs, message):
     with gallery(db) as g, pytest.raises(InputError, match=message):
         g.add_faces(name, embeddings, **kwargs)
+
+
+@given(st.text(max_size=120))
+def test_names_are_1_to_100_characters_without_control_ones_or_spaces_at_the_ends(name):
+    good = 1 <= len(name) <= 100 and name == name.strip() and all(ord(c) >= 32 for c in name)
+    good = good and not any(0x7F <= ord(c) <= 0x9F for c in name)
+    if good:
+        assert check_name(name) == name
+    else:
+        with pytest.raises(InputError, match="name"):
+            check_name(name)
+
+
+@pytest.mark.parametrize("name", ["", " ada", "ada ", "a\x00b", "x" * 101])
+def test_every_writer_refuses_a_bad_name(db, name):
+    with gallery(db) as g:
+        with pytest.raises(InputError, match="name"):
+            g.add_faces(name, rows(1, seed=0))
+        g.add_faces("a/b Zoë", rows(1, seed=0))  # any other character is stored as given
+        assert g.people() == [("a/b Zoë", 1)]
 
 
 def test_threshold_and_calibration_are_stored(where):

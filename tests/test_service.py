@@ -152,7 +152,7 @@ def test_enroll_identify_verify_list_remove(api, photos):
 
 
 def test_names_are_stored_as_given(api, photos):
-    names = ["AC/DC", "Zoë 李 O'Brien", "50% & ?#", " padded "]
+    names = ["AC/DC", "Zoë 李 O'Brien", "50% & ?#", "two  spaces"]
     for name in names:
         path = f"/v1/people/{quote(name, safe='')}"
         answer = api.post(f"{path}/faces", files={"image": photos["face"]})
@@ -165,6 +165,9 @@ def test_names_are_stored_as_given(api, photos):
     for name in names:
         assert api.delete(f"/v1/people/{quote(name, safe='')}").json() == {"removed": 1}
     assert not {p["name"] for p in api.get("/v1/people").json()} & set(names)
+    # The gallery's one rule, as in the CLI: "ada " would be another person than "ada".
+    padded = api.post(f"/v1/people/{quote(' padded ')}/faces", files={"image": photos["face"]})
+    assert "spaces at either end" in error_of(padded, 400)
 
 
 def test_a_photo_without_faces_is_identified_as_none_and_refused_for_enrolment(api, photos):

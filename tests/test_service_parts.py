@@ -15,7 +15,6 @@ from PIL import Image
 from tripletface.errors import InputError
 from tripletface.service import uploads
 from tripletface.service.batching import EncoderBatcher
-from tripletface.service.engine import check_name
 from tripletface.service.keys import add_key, allows, key_digest, load_keys, scope_of
 from tripletface.service.photos import NotAnImageError, TooLargeError, decode_base64, decode_image
 from tripletface.service.uploads import MissingFieldError, read_body
@@ -37,17 +36,6 @@ def test_a_bad_keys_line_is_named(tmp_path):
     path.write_text("# comment\n\nwrite nothex\n")
     with pytest.raises(InputError, match=r"keys.txt:3:"):
         load_keys(path)
-
-
-@given(st.text(max_size=120))
-def test_names_are_1_to_100_characters_without_control_ones(name):
-    good = 1 <= len(name) <= 100 and name.strip() and all(ord(c) >= 32 for c in name)
-    good = good and not any(0x7F <= ord(c) <= 0x9F for c in name)
-    if good:
-        check_name(name)
-    else:
-        with pytest.raises(InputError):
-            check_name(name)
 
 
 def test_concurrent_requests_share_one_encoder_pass():

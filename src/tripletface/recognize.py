@@ -36,7 +36,13 @@ from tripletface.confidence import fit as fit_confidence
 from tripletface.data.images import load_image
 from tripletface.errors import GalleryError, InputError, TripletfaceError
 from tripletface.faces.extract import Box, ChipMaker, FaceStream, PhotoFaces, file_hash
-from tripletface.gallery import BaseGallery, gallery_exists, gallery_location, open_gallery
+from tripletface.gallery import (
+    BaseGallery,
+    check_name,
+    gallery_exists,
+    gallery_location,
+    open_gallery,
+)
 from tripletface.models.runtime import Runtime, TorchRuntime, load_runtime
 from tripletface.search import ExactIndex, GalleryIndex
 from tripletface.tta import mirror_average, with_mirrors
@@ -371,8 +377,7 @@ class FaceRecognizer:
         enrolling a folder again after an interruption only adds what is missing; one enrolled
         for someone else is an InputError (the same face cannot be two persons).
         """
-        if not name or name != name.strip() or "/" in name:
-            raise InputError(f"{name!r} is not a usable name: give a non-empty name without '/'")
+        check_name(name)  # before any file is looked at
         seen: set[str] = set()
         added = []
         for source, digest, _, _ in faces:

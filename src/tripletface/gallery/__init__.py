@@ -9,12 +9,21 @@ embeddings or a search index can tell when it is stale, and ``changes(g)`` says 
 import os
 from pathlib import Path
 
-from tripletface.gallery.base import SCHEMA_VERSION, BaseGallery, Changes, Names, Snapshot
+from tripletface.gallery.base import (
+    NAME_LENGTH,
+    SCHEMA_VERSION,
+    BaseGallery,
+    Changes,
+    Names,
+    Snapshot,
+    check_name,
+)
 from tripletface.gallery.sqlite import SQLiteGallery
 
 Gallery = SQLiteGallery
 
 __all__ = [
+    "NAME_LENGTH",
     "SCHEMA_VERSION",
     "BaseGallery",
     "Changes",
@@ -22,6 +31,7 @@ __all__ = [
     "Names",
     "SQLiteGallery",
     "Snapshot",
+    "check_name",
     "default_gallery_path",
     "gallery_exists",
     "gallery_location",

@@ -13,6 +13,7 @@ without reading the whole table.
 
 import json
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
@@ -127,6 +128,24 @@ def now() -> str:
 def new_uid() -> str:
     """A random identifier for a new gallery."""
     return secrets.token_hex(8)
+
+
+#: Longest person name, in characters.
+NAME_LENGTH = 100
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name a person: 1 to NAME_LENGTH characters, none of them a control
+    character, no space at either end (else "ada" and "ada " would be two persons); else
+    InputError. Any other character, "/" included, is stored as given."""
+    if not isinstance(name, str) or not 1 <= len(name) <= NAME_LENGTH:
+        shown = name[:NAME_LENGTH] if isinstance(name, str) else name
+        raise InputError(f"name {shown!r}: give 1 to {NAME_LENGTH} characters")
+    if name != name.strip() or any(unicodedata.category(c) == "Cc" for c in name):
+        raise InputError(
+            f"name {name!r}: a name has no control characters and no spaces at either end"
+        )
+    return name
 
 
 def _threshold_value(value: float | None) -> float | None:
@@ -341,8 +360,7 @@ class BaseGallery:
             [None] * count if column is None else list(column)
             for column in (sources, hashes, boxes)
         )
-        if not isinstance(name, str) or not name.strip():
-            raise InputError(f"person name must be a non-empty string, got {name!r}")
+        check_name(name)
         if not len(sources) == len(hashes) == len(boxes) == count:
             raise InputError(
                 f"add_faces got {count} embeddings but {len(sources)} sources, "

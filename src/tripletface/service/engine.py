@@ -10,7 +10,6 @@ other processes (the CLI, other servers) are seen by the next request.
 
 import asyncio
 import contextlib
-import unicodedata
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 
 from tripletface.errors import InputError
 from tripletface.faces.extract import Box
+from tripletface.gallery import check_name
 from tripletface.recognize import FaceRecognizer, Match, Verification
 from tripletface.service.batching import EncoderBatcher
 from tripletface.service.metrics import Metrics
@@ -186,14 +186,6 @@ class Engine:
         return await asyncio.get_running_loop().run_in_executor(
             self._gallery_thread, function, *args
         )
-
-
-def check_name(name: str) -> None:
-    """InputError unless ``name`` is 1-100 characters, not only spaces, with no control ones."""
-    if not 1 <= len(name) <= 100 or not name.strip():
-        raise InputError(f"name {name[:100]!r}: give 1 to 100 characters, not only spaces")
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        raise InputError(f"name {name!r}: control characters are not allowed in a name")
 
 
 def _require_face(boxes: list[Box]) -> None:

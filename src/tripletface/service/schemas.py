@@ -4,7 +4,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-Name = Annotated[str, Field(min_length=1, max_length=100, description="a person's name")]
+from tripletface.gallery import NAME_LENGTH
+
+Name = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH, description="a person's name")]
 Base64Image = Annotated[
     str, Field(description="the photo file's bytes, base64-encoded (a data: URL is accepted)")
 ]
