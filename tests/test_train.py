@@ -182,6 +182,8 @@ def test_distillation_pulls_the_embeddings_onto_their_targets():
         ({"distill": float("nan")}, "distill = nan"),
         ({"held_apart": -2}, "held_apart = -2"),
         ({"condition": "fog"}, "unknown camera condition 'fog'"),
+        ({"threads": 0}, "threads = 0 must be >= 1"),
+        ({"threads": -2}, "threads = -2 must be >= 1"),
     ],
 )
 def test_bad_settings_are_named(changes, message):

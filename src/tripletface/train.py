@@ -149,6 +149,10 @@ def check_config(config: TrainConfig) -> None:
         ),
         (not config.distill >= 0, f"distill = {config.distill} must be >= 0"),
         (config.held_apart < 0, f"held_apart = {config.held_apart} must be >= 0"),
+        (
+            config.threads is not None and config.threads < 1,
+            f"threads = {config.threads} must be >= 1 (or unset: torch's default)",
+        ),
     ]
     for failed, message in problems:
         if failed:
