@@ -6,6 +6,7 @@ CNN fallback, which costs seconds on the photo without a face, out of the tests.
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -142,6 +143,16 @@ def gallery_of(path: Path, version: str, faces: int = 0, encoder: str = "dlib-re
             rows = np.random.default_rng(0).normal(size=(faces, 128))
             gallery.add_faces("x", rows / np.linalg.norm(rows, axis=1, keepdims=True))
     return path
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path, dlib_version):
+    gallery = gallery_of(tmp_path / "g.db", dlib_version, faces=3)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written, like `| head` done early
+    program = [sys.executable, "-m", "tripletface", "people", "--gallery", str(gallery)]
+    with os.fdopen(write, "w") as stdout:
+        result = subprocess.run(program, stdout=stdout, stderr=subprocess.PIPE, timeout=120)
+    assert result.returncode == 128 + signal.SIGPIPE and result.stderr == b""
 
 
 @pytest.mark.slow

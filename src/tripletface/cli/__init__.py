@@ -3,6 +3,8 @@
 import argparse
 import gc
 import importlib
+import os
+import signal
 import sys
 
 from tripletface import __version__
@@ -55,6 +57,13 @@ def run() -> None:
     over them at exit, saves 0.25 s a command (bench/startup.py).
     """
     gc.set_threshold(50_000, 20, 100)
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (``tripletface people | head``): stop quietly, as a program killed by
+        # SIGPIPE would, with stdout pointed at devnull so that the exit's flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
     gc.freeze()
     sys.exit(code)
