@@ -234,6 +234,23 @@ def test_gallery_index_follows_adds_and_removes_and_persists(where, monkeypatch)
         assert names == {"newcomer"}
 
 
+def test_an_index_that_cannot_be_saved_still_answers(tmp_path, monkeypatch):
+    import faiss
+
+    def refuse(index, path: str) -> None:
+        raise RuntimeError(f"Error in faiss::FileIOWriter: could not open {path} for writing")
+
+    monkeypatch.setattr(faiss, "write_index", refuse)
+    faces, queries = clustered(20, 4, 10)
+    with open_gallery(tmp_path / "g.db", "toy", "fp", DIM) as gallery:
+        for person in range(20):
+            gallery.add_faces(f"p{person}", faces[4 * person : 4 * person + 4])
+        index = GalleryIndex(gallery, kind="faiss", persist=True)
+        _check_against_exact(index, gallery, queries)
+        assert not gallery.index_path.exists()
+        assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
 def test_a_writer_keeps_the_saved_index_in_step_so_readers_never_build_it(where, monkeypatch):
     monkeypatch.setattr(search, "_DELTA_ROWS", 40)
     monkeypatch.setattr(search, "AUTO_FAISS_ROWS", 100)

@@ -581,7 +581,8 @@ class GalleryIndex:
         if self.path is None:
             return
         # An index that cannot be saved is rebuilt by the next process: slower, still correct.
-        with suppress(OSError):
+        # FAISS reports a file it cannot open or write as a RuntimeError, not an OSError.
+        with suppress(OSError, RuntimeError):
             stamp = {"gallery": self.gallery.uid, "generation": self._base_generation}
             self.index.save(self.path, stamp)
 
