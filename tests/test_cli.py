@@ -43,3 +43,9 @@ def test_the_program_exits_with_mains_code_and_a_lazy_collector(monkeypatch):
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_a_port_beyond_65535_is_a_usage_error():
+    result = run_cli("serve", "--port", "99999")
+    assert result.returncode == 2
+    assert "--port: must be at most 65535, got 99999" in result.stderr

@@ -23,7 +23,9 @@ def register(subparsers) -> None:
     )
     p.set_defaults(run=serve)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=at_least(0), default=8000, help="TCP port (8000; 0: any free)")
+    p.add_argument(
+        "--port", type=at_least(0, 65535), default=8000, help="TCP port (8000; 0: any free)"
+    )
     p.add_argument("--api-keys", type=Path, metavar="FILE", help="require keys from this file")
     p.add_argument(
         "--max-upload", type=at_least(1), default=20, metavar="MB", help="largest upload (20 MB)"
