@@ -67,3 +67,13 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys, args, message):
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_path_under_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "faces"
+    assert main(["synth", str(out), "--persons", "1", "--images", "1", "--size", "16"]) == 2
+    assert capsys.readouterr().err == (
+        f"tripletface: error: {out}: cannot create the folder (Not a directory); "
+        "choose another output path\n"
+    )

@@ -764,6 +764,12 @@ def write_person_folders(
             f"{out}: folder is not empty; choose an empty or new folder, "
             "or write into it anyway (overwrite=True, tripletface synth --force)"
         )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"{out}: cannot create the folder ({error.strerror}); choose another output path"
+        ) from None
     width = max(3, len(str(dataset.images_per_person - 1)))
     paths = []
     for index in range(len(dataset)):
