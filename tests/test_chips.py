@@ -145,12 +145,31 @@ def test_other_chip_settings_do_not_use_the_cache(folder):
     assert detector.calls == 7 and other.reused == 0
 
 
-def test_a_corrupt_cache_is_rebuilt_with_a_warning(folder):
+@pytest.fixture(scope="module")
+def cached(photos, tmp_path_factory):
+    """The chips of the photos and the bytes of the cache file they were written to."""
+    cache = tmp_path_factory.mktemp("cache") / "faces.npz"
+    faces, _ = build(photos, cache=cache)
+    return faces, cache.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda cache: b"not an npz file",
+        lambda cache: b"PK\x03\x04garbage",  # a zip's signature, then nothing of a zip
+        lambda cache: cache[: len(cache) // 2],
+    ],
+    ids=["garbage", "zip-signature", "truncated"],
+)
+def test_a_damaged_cache_is_rebuilt_with_a_warning(folder, cached, damage):
+    reference, cache_bytes = cached
     cache = folder / "faces.npz"
-    cache.write_bytes(b"not an npz file")
+    cache.write_bytes(damage(cache_bytes))
     with pytest.warns(UserWarning, match="cache .* is unreadable"):
         faces, detector = build(folder, cache=cache)
-    assert detector.calls == 7 and len(faces) == 6
+    assert detector.calls == 7 and faces.reused == 0
+    assert torch.equal(faces.chips, reference.chips) and faces.labels == reference.labels
     assert build(folder, cache=cache)[1].calls == 0
 
 
@@ -184,6 +203,33 @@ def test_photo_dataset_gives_chips_only_to_encoders_that_take_them(tmp_path):
     assert isinstance(chips, AlignedFaces) and chips.chips.shape == (4, 3, 40, 40)
     with pytest.raises(InputError, match="square"):
         photo_dataset(tmp_path, (40, 30), 0.25)
+
+
+def test_strict_makes_an_unreadable_photo_fatal_but_not_a_photo_without_a_face(folder):
+    cache = folder / "faces.npz"
+    bad = folder / "p1" / "broken.png"
+    with pytest.raises(InputError, match="unreadable image") as refused:
+        AlignedFaces(folder, detector=CountingDetector(), cache=cache, strict=True)
+    message = str(refused.value)
+    assert message.startswith(f"{bad}: unreadable image (") and "\n" not in message
+    assert message.endswith("remove it or run without --strict") and message.count(str(bad)) == 1
+    # The detections were cached before refusing: removing the file is all a rerun costs.
+    bad.unlink()
+    detector = CountingDetector()
+    with pytest.warns(UserWarning, match="1 photo.* without a face and 0 unreadable"):
+        faces = AlignedFaces(folder, detector=detector, cache=cache, strict=True)
+    assert detector.calls == 0 and len(faces) == 6
+
+
+def test_photo_dataset_passes_strict_to_aligned_chips(tmp_path):
+    write_photos(tmp_path, persons=2, per_person=2)
+    bad = tmp_path / "p1" / "broken.png"
+    bad.write_bytes((tmp_path / "p1" / "0.png").read_bytes()[:100])
+    with pytest.raises(InputError, match=f"{bad}: unreadable image .*without --strict"):
+        photo_dataset(tmp_path, (40, 40), 0.25, cache=tmp_path / "c.npz", strict=True)
+    with pytest.warns(UserWarning, match="0 photo.* without a face and 1 unreadable"):
+        chips = photo_dataset(tmp_path, (40, 40), 0.25, cache=tmp_path / "c.npz")
+    assert len(chips) == 4 and chips.reused == 5
 
 
 @given(

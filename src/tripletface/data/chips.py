@@ -6,9 +6,9 @@ so one of its faces is chosen by a rule (``FACE_RULES``): the face nearest the p
 convention of LFW, whose photos are framed on the labelled person), the largest, or the face most
 similar to that person's other photos. On celeba299 the last was best and the centre worst
 (bench/face_choice.py): "similar" is the default where an encoder is at hand, "largest" where
-not. Photos without a face and unreadable files are
-counted, named in one warning and skipped. Detection costs far more than training on a
-chip, so the chips are kept in a cache file (``.npz``): each photo's entry is reused while its
+not. Photos without a face and unreadable files are counted, named in one warning and skipped;
+with ``strict`` an unreadable file is fatal. Detection costs far more than training on a chip, so
+the chips are kept in a cache file (``.npz``): each photo's entry is reused while its
 relative path, byte size and modification time are unchanged and the chip size, padding and
 detector settings are the same; changed or new photos alone are detected again. The cache is
 written atomically.
@@ -16,8 +16,11 @@ written atomically.
 
 import functools
 import json
+import lzma
 import multiprocessing as mp
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +52,20 @@ CACHE_VERSION = 2
 _NAMED_IN_WARNING = 10
 # Status of a photo in the cache: an index into the chips, or one of these.
 _NO_FACE, _UNREADABLE = -1, -2
+# What reading a damaged .npz raises besides KeyError and the like: zipfile reports a bad archive or
+# CRC as BadZipFile and a damaged header's method, flags or version as NotImplementedError, and a
+# damaged compression method byte hands the data to a decompressor that fails in its own way.
+_DAMAGED_NPZ = (
+    zipfile.BadZipFile,
+    NotImplementedError,
+    zlib.error,
+    lzma.LZMAError,
+    OSError,
+    KeyError,
+    ValueError,
+    IndexError,
+    EOFError,
+)
 
 
 class ChipSet(Dataset):
@@ -126,7 +143,9 @@ class AlignedFaces(ChipSet):
     ones, ``several_faces`` the photos with more than one face, ``examined`` how many photos were
     read this time (not in the cache) and ``reused`` how many came from the cache. Photos are
     detected in ``workers`` forked processes (one at a time in this one when 1). Persons left
-    without any chip are dropped.
+    without any chip are dropped. With ``strict`` the first unreadable photo (in person, then
+    file order) raises InputError instead, once the cache is written; photos without a face
+    are still skipped, as ``strict`` is about files (FolderDataset's), not about faces.
     """
 
     def __init__(
@@ -140,6 +159,7 @@ class AlignedFaces(ChipSet):
         rule: str = DEFAULT_FACE_RULE,
         embed: Callable[[np.ndarray], np.ndarray] | None = None,
         workers: int = 1,
+        strict: bool = False,
     ) -> None:
         if rule not in FACE_RULES:
             raise InputError(f"unknown face rule {rule!r}: choose one of {', '.join(FACE_RULES)}")
@@ -186,6 +206,11 @@ class AlignedFaces(ChipSet):
                 entry = entries[path.relative_to(self.root).as_posix()]
                 if entry.status == _NO_FACE:
                     self.no_face.append(path)
+                elif entry.status == _UNREADABLE and strict:
+                    raise InputError(
+                        f"{path}: unreadable image ({entry.reason}); "
+                        "remove it or run without --strict"
+                    )
                 elif entry.status == _UNREADABLE:
                     self.skipped.append((path, entry.reason))
                 else:
@@ -251,13 +276,20 @@ def photo_dataset(
 ) -> "AlignedFaces | FolderDataset":
     """ROOT/PERSON/ photos as an encoder sees them: aligned size x size face chips when it takes
     chips (``padding`` is its chip_padding; ``rule`` and ``embed`` as in AlignedFaces), else the
-    whole images resized to size (h, w)."""
+    whole images resized to size (h, w); with ``strict`` either refuses an unreadable photo."""
     if padding is None:
         return FolderDataset(root, size=size, strict=strict, progress=progress)
     if size[0] != size[1]:
         raise InputError(f"aligned face chips are square, not {size[0]} x {size[1]}")
     return AlignedFaces(
-        root, size[0], padding, cache=cache, progress=progress, rule=rule, embed=embed
+        root,
+        size[0],
+        padding,
+        cache=cache,
+        progress=progress,
+        rule=rule,
+        embed=embed,
+        strict=strict,
     )
 
 
@@ -306,7 +338,9 @@ def _detect(path: Path, stat, size: int, padding: float, detector: FaceDetector)
     try:
         image = load_image(path)
     except InputError as error:
-        return _Entry(stat.st_size, stat.st_mtime_ns, _UNREADABLE, str(error), None)
+        # The entry is kept under its path, so its reason leaves the path out (as FolderDataset's).
+        reason = str(error).removeprefix(f"{path}: ")
+        return _Entry(stat.st_size, stat.st_mtime_ns, _UNREADABLE, reason, None)
     faces = detector.detect(image)
     if not faces:
         return _Entry(stat.st_size, stat.st_mtime_ns, _NO_FACE, "no face found", None)
@@ -347,7 +381,7 @@ def _read_cache(path: Path, settings: str) -> dict[str, _Entry]:
                     strict=True,
                 )
             }
-    except (OSError, KeyError, ValueError, IndexError, EOFError) as error:
+    except _DAMAGED_NPZ as error:
         warnings.warn(
             f"face chip cache {path} is unreadable ({error}); detecting every face again",
             stacklevel=3,
