@@ -59,6 +59,55 @@ def test_trains_on_a_folder_per_person_with_augmentation(tmp_path, capsys):
     assert summary["step"] == 2 and summary["config"]["augment"] is True
 
 
+def test_resume_continues_the_run_folder_where_it_is_now(tmp_path):
+    first, moved = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "synthetic:8x4", "--out", str(first), "--steps", "2", *TINY]) == 0
+    first.rename(moved)
+    args = ["train", "synthetic:8x4", "--out", str(moved), "--resume", "--steps", "3", "--quiet"]
+    assert main(args) == 0
+    assert load_checkpoint(moved / "last.pt")["step"] == 3
+    assert load_checkpoint(moved / "last.pt")["config"]["out"] == str(moved)
+    assert not first.exists()
+
+
+@pytest.mark.parametrize(
+    "length, message",
+    [
+        (["--steps", "2"], "last.pt is at step 2 already: give --steps above 2"),
+        ([], "last.pt is at step 2 already: give --steps above 2"),
+        (["--epochs", "1"], "at step 2 already and --epochs 1 ends at step 1: give more --epochs"),
+    ],
+)
+def test_resuming_a_run_at_its_end_already_is_refused(tmp_path, capsys, length, message):
+    run = tmp_path / "run"
+    # 4 persons of 2 images are one P x K batch: an epoch is one step.
+    assert main(["train", "synthetic:4x2", "--out", str(run), "--steps", "2", *TINY]) == 0
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    capsys.readouterr()
+    args = ["train", "synthetic:4x2", "--out", str(run), "--resume", "--json", "--quiet"]
+    assert main([*args, *length]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tripletface: error: ") and err.count("\n") == 1 and message in err
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
+
+
+def test_negative_workers_are_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "synthetic:4x2", "--out", str(tmp_path / "run"), "--workers", "-1"])
+    assert stop.value.code == 2
+    assert "argument --workers: must be at least 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["afile", "afile/sub"])
+def test_an_out_that_cannot_be_a_folder_is_named(tmp_path, capsys, out):
+    (tmp_path / "afile").touch()
+    args = ["train", "synthetic:4x2", "--out", str(tmp_path / out), "--steps", "1", *TINY]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tripletface: error: --out {tmp_path / out}: cannot write there (")
+    assert err.count("\n") == 1 and (tmp_path / "afile").read_bytes() == b""
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -68,6 +117,10 @@ def test_trains_on_a_folder_per_person_with_augmentation(tmp_path, capsys):
         (["synthetic:lots"], "synthetic:lots"),
         (["synthetic:10x3", "--encoder", "nonet"], "nonet"),
         (["synthetic:10x3", "--resume"], "last.pt"),
+        (
+            ["synthetic:4x2", "--encoder", "dlib-resnet", "--size", "40"],
+            "size = 40: encoder dlib-resnet takes 150 x 150 images only; drop --size",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):

@@ -23,6 +23,7 @@ LAYERS = {
     "search": 2,
     "distributed": 2,
     "cache": 2,
+    "outputs": 2,
     "workers": 2,
     "train": 3,
     "finetune": 3,

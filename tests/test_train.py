@@ -184,6 +184,7 @@ def test_distillation_pulls_the_embeddings_onto_their_targets():
         ({"condition": "fog"}, "unknown camera condition 'fog'"),
         ({"threads": 0}, "threads = 0 must be >= 1"),
         ({"threads": -2}, "threads = -2 must be >= 1"),
+        ({"encoder": "dlib-resnet"}, "size = 24: encoder dlib-resnet takes 150 x 150 images only"),
     ],
 )
 def test_bad_settings_are_named(changes, message):
@@ -261,6 +262,24 @@ def test_extending_a_finished_cosine_run_restarts_from_its_new_schedule(tmp_path
 def test_resume_without_a_checkpoint_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no checkpoint"):
         fit(tiny(out=str(tmp_path)), Blobs(), progress=False, resume=True)
+
+
+@pytest.mark.parametrize(
+    "length, message",
+    [
+        ({"steps": 2}, "last.pt is at step 2 already: give --steps above 2"),
+        ({"steps": None, "epochs": 1}, "at step 2 already and --epochs 1 ends at step 1"),
+    ],
+)
+def test_resuming_a_run_at_its_end_already_is_an_input_error_that_writes_nothing(
+    tmp_path, length, message
+):
+    data = Blobs(persons=4, per_person=2)  # one P x K batch an epoch
+    fit(tiny(out=str(tmp_path), steps=2), data, progress=False)
+    before = {path.name: path.read_bytes() for path in tmp_path.glob("*.*")}
+    with pytest.raises(InputError, match=message):
+        fit(tiny(out=str(tmp_path), **length), data, progress=False, resume=True)
+    assert {path.name: path.read_bytes() for path in tmp_path.glob("*.*")} == before
 
 
 def test_frozen_parameters_stay_and_scaled_groups_get_their_rate():

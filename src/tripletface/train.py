@@ -9,6 +9,7 @@ bar, per-step metrics in ``RUN/metrics.csv``, atomic checkpoints in ``RUN/last.p
 
 import copy
 import csv
+import inspect
 import math
 import time
 import warnings
@@ -36,7 +37,7 @@ from tripletface.distributed import (
 from tripletface.errors import InputError
 from tripletface.losses import batch_triplet_loss, distillation_loss
 from tripletface.mining import check_strategy, mine_triplets
-from tripletface.models import create_encoder
+from tripletface.models import create_encoder, encoder_class
 from tripletface.models.base import Encoder
 from tripletface.models.checkpoint import (
     architecture_name,
@@ -126,6 +127,8 @@ class TrainConfig:
 def check_config(config: TrainConfig) -> None:
     """InputError naming the first setting that cannot work."""
     check_strategy(config.strategy)
+    if config.size is not None:
+        _check_size(config.encoder, config.size)
     problems = [
         (config.p < 2, f"p = {config.p}: a batch needs at least 2 persons"),
         (config.k < 2, f"k = {config.k}: a person needs at least 2 images for a positive"),
@@ -159,6 +162,30 @@ def check_config(config: TrainConfig) -> None:
             raise InputError(f"training config: {message}")
     if config.condition is not None:
         check_condition(config.condition)
+
+
+def _check_size(encoder: str, size: int) -> None:
+    """InputError when ``encoder`` is built for one input only, so that no ``size`` applies."""
+    cls = encoder_class(encoder)
+    if "input_size" not in inspect.signature(cls).parameters:
+        height, width = cls.input_size
+        raise InputError(
+            f"training config: size = {size}: encoder {encoder} takes {height} x {width} "
+            "images only; drop --size"
+        )
+
+
+def check_steps_left(checkpoint: Path, step: int, total: int, epochs: int | None = None) -> None:
+    """InputError unless a run resumed at ``step`` from ``checkpoint`` has steps left of its
+    ``total`` (the steps of ``epochs`` passes when the run is asked for in epochs)."""
+    if step < total:
+        return
+    if epochs is None:
+        raise InputError(f"{checkpoint} is at step {step} already: give --steps above {step}")
+    raise InputError(
+        f"{checkpoint} is at step {step} already and --epochs {epochs} ends at step {total}: "
+        "give more --epochs"
+    )
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int = 0) -> float:
@@ -561,6 +588,8 @@ def _fit(
         optimizer, partial(lr_factor, config.schedule, total=total, warmup=config.warmup_steps)
     )
     step, epoch, skip = _restore(checkpoint, model, optimizer, scheduler) if resume else (0, 0, 0)
+    if resume:
+        check_steps_left(checkpoint, step, total, config.epochs)
     main = is_main_process()
     report = _Report(out if main else None, total, step, resume, progress and main)
     trained = DistributedDataParallel(model) if is_distributed() else model

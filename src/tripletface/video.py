@@ -35,6 +35,7 @@ from tripletface.cache import create_temporary_beside
 from tripletface.data.images import draw_labelled_boxes, save_image_atomic
 from tripletface.errors import InputError
 from tripletface.faces.extract import ChipMaker
+from tripletface.outputs import os_reason, output_folder
 from tripletface.tracking import Box, Tracker, TrackEvent, box_iou
 from tripletface.workers import worker_pool
 
@@ -81,7 +82,9 @@ class VideoSource:
         try:
             self._container = self._open()
         except (av.error.FFmpegError, OSError) as error:
-            raise InputError(f"{self.name}: cannot read it as a video ({_reason(error)})") from None
+            raise InputError(
+                f"{self.name}: cannot read it as a video ({os_reason(error)})"
+            ) from None
         if not self._container.streams.video:
             self._container.close()
             raise InputError(f"{self.name}: has no video stream")
@@ -137,7 +140,7 @@ class VideoSource:
                 yield time, frame.to_ndarray(format="rgb24")
         except (av.error.FFmpegError, OSError) as error:
             raise InputError(
-                f"{self.name}: the video breaks off at {self.elapsed:.2f} s ({_reason(error)}); "
+                f"{self.name}: the video breaks off at {self.elapsed:.2f} s ({os_reason(error)}); "
                 "what came before is kept"
             ) from None
         if self.live:
@@ -160,7 +163,7 @@ class VideoSource:
             self._container.seek(int(seconds * av.time_base), backward=True)
         except (av.error.FFmpegError, OSError) as error:
             raise InputError(
-                f"{self.name}: cannot seek to {seconds} s ({_reason(error)})"
+                f"{self.name}: cannot seek to {seconds} s ({os_reason(error)})"
             ) from None
 
     def close(self) -> None:
@@ -180,28 +183,6 @@ def _frame_rate(stream) -> float:
         if rate:
             return float(rate)
     return 25.0
-
-
-def _reason(error: Exception) -> str:
-    """FFmpeg's (or the OS's) own words for an error, without the file name repeated."""
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
-
-
-def cannot_write(name: str, path: Path, error: OSError, fix: str) -> InputError:
-    """The one-line InputError for an output that cannot be written: ``name`` (the argument that
-    gave it), its path, the OS's reason and ``fix``, what to do."""
-    return InputError(f"{name} {path}: cannot write there ({_reason(error)}): {fix}")
-
-
-def output_folder(path: str | Path, name: str) -> Path:
-    """The folder ``path``, made with its parents if it is not there; InputError naming ``name``
-    and the path if it cannot be (a file in the way, no permission)."""
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise cannot_write(name, folder, error, "give a folder's path, new or existing") from None
-    return folder
 
 
 @dataclass(frozen=True)

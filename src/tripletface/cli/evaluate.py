@@ -218,14 +218,11 @@ def _through_camera(
 
 def _write_plots(report, folder: Path) -> list[Path]:
     """roc.png and distances.png of an evaluation report in folder."""
-    from tripletface.errors import InputError
     from tripletface.metrics import roc_curve
+    from tripletface.outputs import output_folder
     from tripletface.plots import plot_distance_histograms, plot_roc
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"{folder}: cannot create the plots folder ({error})") from None
+    output_folder(folder, "--plots")
     far, tar, _ = roc_curve(report.distances, report.same)
     return [
         plot_roc(far, tar, folder / "roc.png"),

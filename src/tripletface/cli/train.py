@@ -21,6 +21,7 @@ import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from tripletface.cli.arguments import at_least
 from tripletface.errors import InputError
 
 SYNTHETIC = re.compile(r"synthetic(?::(\d+)(?:x(\d+))?)?")
@@ -64,7 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="(0)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
     p.add_argument("--threads", type=int, help="torch CPU threads (torch's default)")
-    p.add_argument("--workers", type=int, default=0, help="image-decoding processes (0)")
+    p.add_argument("--workers", type=at_least(0), default=0, help="image-decoding processes (0)")
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -166,14 +167,20 @@ def _dataset(
 
 
 def _config(args):
-    """The TrainConfig the arguments ask for; with --resume, the checkpoint's own."""
+    """The TrainConfig the arguments ask for; with --resume, the checkpoint's own in RUN/ (which
+    may have moved since) and InputError when it is at the end of the steps asked already."""
     from tripletface.models.checkpoint import load_checkpoint
-    from tripletface.train import TrainConfig
+    from tripletface.train import TrainConfig, check_steps_left
 
     if args.resume:
-        config = TrainConfig.from_dict(load_checkpoint(args.out / "last.pt")["config"])
-        if args.steps or args.epochs:
+        checkpoint = args.out / "last.pt"
+        state = load_checkpoint(checkpoint)
+        config = TrainConfig.from_dict({**state["config"], "out": str(args.out)})
+        if args.steps is not None or args.epochs is not None:
             config.steps, config.epochs = args.steps, args.epochs
+        # Epochs become steps only once the data is loaded: fit checks those.
+        if config.steps is not None:
+            check_steps_left(checkpoint, state["step"], config.steps)
         return config
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     given = {name: value for name, value in given.items() if value is not None}
@@ -265,11 +272,13 @@ def run(args) -> int:
 
     from tripletface.distributed import init_from_environment, is_main_process
     from tripletface.models import encoder_class
+    from tripletface.outputs import output_folder
     from tripletface.train import check_config, fit, initial_encoder, triplet_rows
 
     config, encoder = _config(args), None
     _check_finetuning(args, config)
     check_config(config)  # before the pretrained weights load; fine-tuning keeps it valid
+    output_folder(args.out, "--out")  # before the slow part: weights, photos, faces, training
     if args.pretrained and not args.resume:
         from tripletface.finetune import finetune_setup
 

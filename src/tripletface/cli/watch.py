@@ -79,9 +79,10 @@ def _clock(seconds: float) -> str:
 
 
 def watch(args) -> int:
+    from tripletface.outputs import output_folder
     from tripletface.recognize import FaceRecognizer
     from tripletface.tracking import summarize
-    from tripletface.video import Watch, output_folder
+    from tripletface.video import Watch
 
     if args.snapshots is not None:
         # Made here as well as in Watch so that the error names the option, before the model loads.
@@ -118,8 +119,9 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def _run(session, args, ended: list) -> None:
     """Go through the video, writing its annotated copy and events; ``ended`` collects them.
     The outputs are finalised however the video ends, the summary line included."""
+    from tripletface.outputs import cannot_write
     from tripletface.tracking import summarize
-    from tripletface.video import AnnotatedVideo, cannot_write, draw_faces
+    from tripletface.video import AnnotatedVideo, draw_faces
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(session)
