@@ -42,6 +42,14 @@ def test_resume_continues_with_the_checkpoint_settings(tmp_path, capsys):
     assert state["step"] == 4 and state["config"]["lr"] == 0.01 and state["config"]["p"] == 4
     said = capsys.readouterr().out
     assert "trained 4 steps" in said and said.count("triplets chosen") == 1
+    # A new run into it would overwrite the trained weights: only with --force.
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    again = ["train", "synthetic:10x3", "--out", run, "--steps", "1", *TINY]
+    assert main(again) == 2
+    assert "holds a run already" in capsys.readouterr().err.splitlines()[-1]
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    assert main([*again, "--force"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1
 
 
 def test_trains_on_a_folder_per_person_with_augmentation(tmp_path, capsys):

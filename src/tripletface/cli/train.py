@@ -126,6 +126,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue RUN/last.pt with its own settings"
     )
+    p.add_argument(
+        "--force", action="store_true", help="start a new run in a RUN/ that holds one already"
+    )
     p.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
@@ -194,6 +197,16 @@ def _config(args):
 
         given["distill"] = CAMERA_DISTILL
     return TrainConfig(**given)
+
+
+def _check_new_run(args) -> None:
+    """InputError when a new run would overwrite the one in RUN/ (unless --force)."""
+    last = args.out / "last.pt"
+    if not args.resume and not args.force and last.exists():
+        raise InputError(
+            f"--out {args.out} holds a run already ({last}): --resume it, give another --out, "
+            "or --force to start again there"
+        )
 
 
 def _uses_finetuning(config) -> bool:
@@ -278,6 +291,7 @@ def run(args) -> int:
     config, encoder = _config(args), None
     _check_finetuning(args, config)
     check_config(config)  # before the pretrained weights load; fine-tuning keeps it valid
+    _check_new_run(args)
     output_folder(args.out, "--out")  # before the slow part: weights, photos, faces, training
     if args.pretrained and not args.resume:
         from tripletface.finetune import finetune_setup
