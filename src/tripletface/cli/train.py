@@ -179,6 +179,11 @@ def _config(args):
         checkpoint = args.out / "last.pt"
         state = load_checkpoint(checkpoint)
         config = TrainConfig.from_dict({**state["config"], "out": str(args.out)})
+        if _uses_finetuning(config):
+            raise InputError(
+                f"{checkpoint} was fine-tuned with --held-apart, --condition or --distill, "
+                "which do not resume: start a new run in another folder"
+            )
         if args.steps is not None or args.epochs is not None:
             config.steps, config.epochs = args.steps, args.epochs
         # Epochs become steps only once the data is loaded: fit checks those.
@@ -218,11 +223,6 @@ def _check_finetuning(args, config) -> None:
     """InputError when fine-tuning options come without what they need."""
     if args.freeze_stages and not args.pretrained:
         raise InputError("--freeze keeps pretrained stages fixed: add --pretrained")
-    if args.resume and _uses_finetuning(config):
-        raise InputError(
-            f"{args.out / 'last.pt'} was fine-tuned with --held-apart, --condition or --distill, "
-            "which do not resume: start a new run in another folder"
-        )
     if _uses_finetuning(config) and not args.pretrained:
         raise InputError("--held-apart, --condition and --distill fine-tune: add --pretrained")
     if (args.every < 1 or args.patience < 1) and config.held_apart:
