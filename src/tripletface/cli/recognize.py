@@ -15,6 +15,7 @@ import numpy as np
 
 from tripletface.errors import InputError, TripletfaceError
 from tripletface.models.runtime import RUNTIMES
+from tripletface.outputs import cannot_write
 
 DETECTORS = ("auto", "hog", "cnn", "none")
 
@@ -287,9 +288,7 @@ def _annotate(path: Path, matches, out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image_atomic(out, image)
     except OSError as error:
-        raise InputError(
-            f"--annotate: cannot write {out} ({error.strerror}); give a folder you can write to"
-        ) from None
+        raise cannot_write("--annotate", out, error, "give a folder you can write to") from None
 
 
 def verify(args) -> int:
@@ -370,10 +369,7 @@ def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
                 source = Path(face["file"]).resolve()
                 (folder / f"{i:04d}_{source.name}").symlink_to(source)
     except OSError as error:
-        raise InputError(
-            f"--links {outdir}: cannot link there ({error.strerror}); give a folder you can "
-            "write to"
-        ) from None
+        raise cannot_write("--links", outdir, error, "give a folder you can write to") from None
 
 
 def calibrate(args) -> int:
