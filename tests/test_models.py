@@ -75,6 +75,11 @@ def test_inception_resnet_v1_at_facenet_input_size():
     assert 19e6 < params < 25e6
 
 
+def test_inception_resnet_v1_refuses_images_too_small_for_its_reductions():
+    with pytest.raises(InputError, match="at least 75 x 75 pixels, not 40 x 40: give --size 75"):
+        create_encoder("inception-resnet-v1", input_size=40)
+
+
 def test_fingerprint_changes_with_the_weights():
     model = CompactNet(input_size=32)
     before = model.fingerprint()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tripletface.errors import InputError
 from tripletface.models.base import Encoder
 
 
@@ -144,7 +145,11 @@ class InceptionResnetV1(Encoder):
         super().__init__()
         height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
         if min(height, width) < 75:
-            raise ValueError("InceptionResnetV1 needs input_size >= 75 (its stem and reductions)")
+            # Its stem and two reductions shrink smaller images to nothing.
+            raise InputError(
+                f"inception-resnet-v1 takes images of at least 75 x 75 pixels, not {height} x "
+                f"{width}: give --size 75 or more"
+            )
         self.init_kwargs = {
             "embedding_dim": embedding_dim,
             "input_size": [height, width],
