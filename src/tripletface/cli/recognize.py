@@ -353,8 +353,8 @@ def _link_groups(groups: list[list[dict]], outdir: Path) -> None:
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"--links {outdir}: a file, not a folder; give a folder for the links")
     try:
-        old = [path for path in outdir.glob("person_*/*") if path.is_symlink()]
-        others = [path for path in outdir.glob("person_*/*") if not path.is_symlink()]
+        old = list(outdir.glob("person_*/*"))
+        others = [path for path in old if not path.is_symlink()]
         if others:
             raise InputError(
                 f"--links {outdir}: {others[0]} is no link of an earlier cluster run; give a "
