@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tripletface.cache import write_atomic
 from tripletface.data.chips import AlignedFaces
 from tripletface.faces.detect import FaceDetector
-from tripletface.models.checkpoint import write_atomic
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data"
 CACHE = Path(os.environ.get("TRIPLETFACE_BENCH_CACHE", Path.home() / ".cache/tripletface-bench"))

@@ -27,10 +27,10 @@ import torch
 from _photos import CACHE, CELEBA_CREDIT, Memo, machine, photos
 from finetune_celeba import arguments, measure, split, summary, tune
 
+from tripletface.cache import write_atomic
 from tripletface.data.chips import ChipSet, in_condition
 from tripletface.data.conditions import CONDITIONS
 from tripletface.finetune import CAMERA_DISTILL, CAMERA_LR, CAMERA_TOLERANCE, pretrained_encoder
-from tripletface.models.checkpoint import write_atomic
 
 #: Seed of the camera settings drawn for each chip (one draw per photo, whatever the split).
 CONDITION_SEED = 1000

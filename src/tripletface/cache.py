@@ -7,7 +7,9 @@ can be deleted and is made again when needed.
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 
 def data_dir() -> Path:
@@ -30,17 +32,31 @@ def create_temporary_beside(path: Path) -> tuple[int, Path]:
             continue
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file beside it, then os.replace."""
+def write_atomic(
+    path: str | Path, write: Callable[[IO], object], mode: str = "wb", sync: bool = True
+) -> Path:
+    """Call ``write(stream)`` on a temporary file beside ``path``, then move it into place.
+
+    Readers see the old file or the new one, never half of one; a failed write leaves no trace.
+    ``sync`` also flushes the file to the disk first, so that a power cut cannot leave it empty
+    (worth its milliseconds for a model, not for each of ten thousand regenerable pictures).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = create_temporary_beside(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with os.fdopen(fd, mode) as stream:
+            write(stream)
+            if sync:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (``write_atomic``)."""
+    return write_atomic(path, lambda stream: stream.write(data))

@@ -13,8 +13,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tripletface.cache import write_atomic
 from tripletface.errors import InputError
-from tripletface.models.checkpoint import write_atomic
 
 #: Columns a training CSV must hold for plot_training.
 TRAINING_COLUMNS = ("step", "loss", "active_fraction")

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from tripletface.cache import write_atomic
 from tripletface.data.conditions import check_condition
 from tripletface.data.folders import resize
 from tripletface.distances import pairwise_distances
@@ -44,7 +45,6 @@ from tripletface.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     unwrap,
-    write_atomic,
 )
 from tripletface.sampling import PKSampler
 

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from tripletface.cache import write_atomic
 from tripletface.data.conditions import on_chips
 from tripletface.data.folders import FolderDataset
 from tripletface.data.images import load_image, person_images
@@ -43,7 +44,6 @@ from tripletface.faces.choice import (
     similar_faces,
 )
 from tripletface.faces.detect import FaceDetector
-from tripletface.models.checkpoint import write_atomic
 from tripletface.workers import worker_pool
 
 #: Bumped when the cache layout or the way chips are cut changes; older caches are rebuilt.

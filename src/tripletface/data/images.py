@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from tripletface.cache import create_temporary_beside
+from tripletface.cache import write_atomic
 from tripletface.errors import InputError
 
 # Suffixes that folder scans treat as images (lower case). Loading itself sniffs the content.
@@ -79,15 +79,7 @@ def save_image_atomic(path: str | Path, image: np.ndarray | Image.Image) -> Path
             f"{', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
     pixels = Image.fromarray(load_image(image))
-    fd, tmp = create_temporary_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pixels.save(handle, format=image_format)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda stream: pixels.save(stream, format=image_format), sync=False)
 
 
 def _from_path(path: Path) -> np.ndarray:

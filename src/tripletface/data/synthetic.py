@@ -9,7 +9,6 @@ noise and occluders (glasses, a hat brim, a hand). The same arguments give the s
 """
 
 import math
-import os
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 
-from tripletface.cache import create_temporary_beside
+from tripletface.cache import write_atomic
 from tripletface.errors import InputError
 
 Traits = dict[str, float]
@@ -785,11 +784,7 @@ def write_person_folders(
 
 def _save_png_atomically(pixels: np.ndarray, path: Path) -> None:
     """Write H x W x 3 uint8 pixels as a PNG through a temporary file and os.replace."""
-    handle, tmp = create_temporary_beside(path)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            Image.fromarray(pixels).save(file, format="PNG", compress_level=1)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    image = Image.fromarray(pixels)
+    write_atomic(
+        path, lambda stream: image.save(stream, format="PNG", compress_level=1), sync=False
+    )

@@ -6,15 +6,14 @@ opening one never runs code from the file. Keys: ``format``, ``architecture`` (r
 ``config``, ``epoch``, ``step``, ``metrics``, ``extra`` (e.g. random-generator states).
 """
 
-import os
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from tripletface.cache import write_atomic
 from tripletface.errors import InputError
 from tripletface.models.base import Encoder
 
@@ -38,25 +37,6 @@ def architecture_name(model: nn.Module) -> str:
         f"cannot checkpoint a {cls.__name__}: it is not a registered encoder "
         "(add one line to _BUILTIN in tripletface/models/__init__.py)"
     )
-
-
-def write_atomic(path: Path, write: Callable[[IO], object], mode: str = "wb") -> Path:
-    """Call ``write(stream)`` on a temporary file beside ``path``, then move it into place.
-
-    Readers see the old file or the new one, never half of one; a failed write leaves no trace.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open(mode) as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(
