@@ -386,7 +386,7 @@ def calibrate(args) -> int:
                     continue
                 embeddings.append(item.embeddings)
                 labels.append(named[item.path])
-        result = _calibrated(rec, embeddings, labels, args)
+        result = _calibrated(rec, embeddings, labels, args.folder, args.far)
     print(
         f"threshold {result.threshold:.4f} stored in {rec.gallery_path}: FAR {result.far:.2e}, "
         f"FRR {result.frr:.2%} on {result.same_pairs} same-person and "
@@ -401,14 +401,15 @@ def calibrate(args) -> int:
     return 2 if skipped else 0
 
 
-def _calibrated(rec, embeddings: list[np.ndarray], labels: list[str], args):
-    """``rec.calibrate`` on one face per photo (each photo's faces a K x D block)."""
+def _calibrated(rec, embeddings: list[np.ndarray], labels: list[str], folder: Path, far: float):
+    """``rec.calibrate`` at ``far`` on one face per photo of ``folder`` (each photo's faces a
+    K x D block)."""
     from tripletface.faces.choice import similar_faces
 
     if len(set(labels)) < 2:
-        raise InputError(f"{args.folder}: calibration needs faces of at least two people")
+        raise InputError(f"{folder}: calibration needs faces of at least two people")
     # Of a photo with several faces, the one most like the person's other photos; else the
     # largest (bench/face_choice.py).
     chosen = [max(k, 0) for k in similar_faces(embeddings, labels)]
     picked = np.stack([rows[k] for rows, k in zip(embeddings, chosen, strict=True)])
-    return rec.calibrate(picked, labels, args.far)
+    return rec.calibrate(picked, labels, far)
