@@ -132,10 +132,12 @@ def test_an_out_that_cannot_be_a_folder_is_named(tmp_path, capsys, out):
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
-    assert main(["train", *args, "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    out = tmp_path / "runs" / "run"
+    assert main(["train", *args, "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tripletface: error: ") and err.count("\n") == 1
     assert message in err
+    assert not (tmp_path / "runs").exists()  # a refused run leaves no empty RUN/ behind
 
 
 @pytest.mark.slow

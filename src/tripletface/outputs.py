@@ -1,6 +1,8 @@
 """The folders commands write the user's outputs into: made with their parents, or refused with
 one line that names the option which gave the path, what is in the way and what to do."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tripletface.errors import InputError
@@ -26,3 +28,22 @@ def output_folder(path: str | Path, option: str) -> Path:
     except OSError as error:
         raise cannot_write(option, folder, error, "give a folder's path, new or existing") from None
     return folder
+
+
+@contextmanager
+def tentative_folder(path: str | Path, option: str) -> Iterator[Path]:
+    """``output_folder`` for a block that may fail before it writes anything: the folders it
+    made (``path`` and missing parents) are removed again when the block raises and leaves
+    them empty, so a refused run leaves no trace; a folder holding anything is kept."""
+    folder = Path(path)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    output_folder(folder, option)
+    try:
+        yield folder
+    except BaseException:
+        for empty in made:  # deepest first; stops at the first that is not empty
+            try:
+                empty.rmdir()
+            except OSError:
+                break
+        raise

@@ -281,18 +281,27 @@ def _kept(extra: dict) -> str:
 
 def run(args) -> int:
     """Train, print where the run went; exit 0."""
+    from tripletface.outputs import tentative_folder
+    from tripletface.train import check_config
+
+    config = _config(args)
+    _check_finetuning(args, config)
+    check_config(config)  # before the pretrained weights load; fine-tuning keeps it valid
+    _check_new_run(args)
+    # before the slow part (weights, photos, faces, training); a run refused there leaves no RUN/
+    with tentative_folder(args.out, "--out"):
+        return _train(args, config)
+
+
+def _train(args, config) -> int:
+    """The run itself, into the existing folder ``args.out``; exit 0."""
     import torch.distributed
 
     from tripletface.distributed import init_from_environment, is_main_process
     from tripletface.models import encoder_class
-    from tripletface.outputs import output_folder
-    from tripletface.train import check_config, fit, initial_encoder, triplet_rows
+    from tripletface.train import fit, initial_encoder, triplet_rows
 
-    config, encoder = _config(args), None
-    _check_finetuning(args, config)
-    check_config(config)  # before the pretrained weights load; fine-tuning keeps it valid
-    _check_new_run(args)
-    output_folder(args.out, "--out")  # before the slow part: weights, photos, faces, training
+    encoder = None
     if args.pretrained and not args.resume:
         from tripletface.finetune import finetune_setup
 
