@@ -74,6 +74,18 @@ def test_schema_tables_columns_and_wal(db):
     assert not list(db.parent.glob(".*.tmp")), "the temporary file of the creation was left behind"
 
 
+def test_a_killed_creators_temporary_and_its_sqlite_files_go_at_the_next_creation(db):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    leftovers = [
+        db.with_name(f".{db.name}.{child.pid}-{'0' * 16}.tmp{end}") for end in ("", "-wal", "-shm")
+    ]
+    for leftover in leftovers:
+        leftover.write_bytes(b"")
+    gallery(db).close()
+    assert not any(leftover.exists() for leftover in leftovers)
+
+
 def test_add_people_remove_and_round_trip(where):
     ada, bob = rows(2, seed=1), torch.from_numpy(rows(1, seed=2))
     with opened(where) as g:

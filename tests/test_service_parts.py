@@ -4,6 +4,10 @@ import asyncio
 import base64
 import io
 import json
+import os
+import stat
+import subprocess
+import sys
 from json import loads
 
 import numpy as np
@@ -29,6 +33,21 @@ def test_keys_file_round_trip_holds_only_hashes(tmp_path):
     assert scope_of(keys, write + "x") is None
     assert write not in path.read_text() and key_digest(write) in path.read_text()
     assert allows("write", "read") and not allows("read", "write")
+
+
+def test_the_keys_file_is_private_and_a_killed_writers_temporary_goes(tmp_path):
+    path = tmp_path / "keys.txt"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    leftover = tmp_path / f".keys.txt.{child.pid}-{'0' * 16}.tmp"
+    leftover.write_text("write 00 half")
+    old = os.umask(0o022)
+    try:
+        add_key(path, "read")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["keys.txt"]
 
 
 def test_a_bad_keys_line_is_named(tmp_path):

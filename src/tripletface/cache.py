@@ -3,13 +3,23 @@
 They live in ``$XDG_DATA_HOME/tripletface`` (default ``~/.local/share/tripletface``), each written
 atomically, so that processes running at the same time see a whole file or none; anything here
 can be deleted and is made again when needed.
+
+Every atomic writer of the package names its temporary with ``temporary_path`` and, once it has
+moved it into place, calls ``remove_stale_temporaries``: the temporaries a writer killed with
+``kill -9`` left beside the same file go at its next successful write.
 """
 
+import glob
 import os
+import re
 import secrets
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
+
+# What temporary_path puts between ".NAME." and ".tmp": the writer's PID and a random token.
+_TEMPORARY_MIDDLE = re.compile(r"([1-9][0-9]*)-[0-9a-f]{16}")
 
 
 def data_dir() -> Path:
@@ -18,10 +28,46 @@ def data_dir() -> Path:
     return Path(data) / "tripletface"
 
 
+def temporary_path(path: Path) -> Path:
+    """A fresh hidden name beside ``path``, ``.NAME.<pid>-<16 hex>.tmp``, for a temporary of it."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(8)}.tmp")
+
+
+def _running(pid: int) -> bool:
+    """Is there a process ``pid`` (True when that cannot be told, so that its file is kept)?"""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        return True  # on Windows os.kill(pid, 0) would terminate the process, not probe it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: alive, under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path, companions: tuple[str, ...] = ()) -> None:
+    """Delete the temporaries of ``path`` (``temporary_path`` names) whose PID no longer runs,
+    and beside each the files named it plus a suffix of ``companions``; never raises."""
+    prefix = f".{path.name}."
+    # Housekeeping only: a folder that cannot be listed or a file that cannot go is left as is.
+    with suppress(OSError):
+        for tmp in list(path.parent.glob(glob.escape(prefix) + "*.tmp")):
+            found = _TEMPORARY_MIDDLE.fullmatch(tmp.name[len(prefix) : -len(".tmp")])
+            if found is None or _running(int(found[1])):
+                continue
+            # The companions first: should this stop half-way, the temporary still leads to them.
+            for name in (*(tmp.name + suffix for suffix in companions), tmp.name):
+                with suppress(OSError):
+                    tmp.with_name(name).unlink()
+
+
 def create_temporary_beside(path: Path) -> tuple[int, Path]:
     """A new empty file in ``path``'s folder, open for writing, with the mode the umask gives."""
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        tmp = temporary_path(path)
         try:
             # Not tempfile.mkstemp: its fixed 0600 survives os.replace, so other users could not
             # read the result; 0o666 here lets the kernel apply the umask as for any new file.
@@ -37,7 +83,8 @@ def write_atomic(
 ) -> Path:
     """Call ``write(stream)`` on a temporary file beside ``path``, then move it into place.
 
-    Readers see the old file or the new one, never half of one; a failed write leaves no trace.
+    Readers see the old file or the new one, never half of one; a failed write leaves no trace,
+    a killed one (``kill -9``) its temporary until the next write of ``path`` removes it.
     ``sync`` also flushes the file to the disk first, so that a power cut cannot leave it empty
     (worth its milliseconds for a model, not for each of ten thousand regenerable pictures).
     """
@@ -54,6 +101,7 @@ def write_atomic(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    remove_stale_temporaries(path)
     return path
 
 

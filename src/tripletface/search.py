@@ -18,13 +18,13 @@ readers that find them, and by each writer once its own changes do (``written``)
 import hashlib
 import json
 import os
-import secrets
 import struct
 from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 
+from tripletface.cache import remove_stale_temporaries, temporary_path
 from tripletface.errors import GalleryUnavailable, InputError
 from tripletface.gallery import BaseGallery
 
@@ -267,7 +267,7 @@ class FaissIndex:
 
     def save(self, path: Path, stamp: dict) -> None:
         """Write the index and ``stamp`` (which gallery state it holds) atomically to ``path``."""
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = temporary_path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _faiss().write_index(self._index, str(tmp))
@@ -284,6 +284,7 @@ class FaissIndex:
                 text = json.dumps(record).encode()
                 handle.write(text + struct.pack("<Q", len(text)) + _MAGIC)
             os.replace(tmp, path)
+            remove_stale_temporaries(path)
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -15,7 +15,7 @@ import dlib
 import numpy as np
 from PIL import Image
 
-from tripletface.cache import data_dir
+from tripletface.cache import data_dir, remove_stale_temporaries, temporary_path
 from tripletface.data.images import require_rgb
 from tripletface.errors import InputError
 from tripletface.models.dlib_files import CNN_DETECTOR, LANDMARKS_5, dlib_model_path
@@ -142,9 +142,10 @@ def frontal_face_detector() -> "dlib.fhog_object_detector":
         detector = dlib.get_frontal_face_detector()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = temporary_path(path)
         detector.save(str(tmp))
         os.replace(tmp, path)
+        remove_stale_temporaries(path)
     except (OSError, RuntimeError):
         pass  # an unwritable data folder only costs the build next time
     return detector

@@ -5,15 +5,18 @@ atomic commit). A new gallery is written to a temporary file and moved into plac
 """
 
 import os
-import secrets
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
+from tripletface.cache import remove_stale_temporaries, temporary_path
 from tripletface.errors import GalleryError
 from tripletface.gallery.base import SCHEMA, SCHEMA_VERSION, BaseGallery, new_uid, now
 
 _DDL = SCHEMA.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", blob="BLOB")
+
+# The files SQLite keeps beside a database while it is open (WAL mode) or in a transaction.
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 # Version 1 had no change log, no face counts and no calibration: its faces count as added at
 # generation 0, which makes any saved index of it stale.
@@ -104,7 +107,7 @@ class SQLiteGallery(BaseGallery):
 
     def _create(self, encoder_name: str, encoder_version: str) -> None:
         """Write a new empty gallery to a temporary file, then move it into place atomically."""
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = temporary_path(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not os.access(self.path.parent, os.W_OK):
@@ -123,6 +126,8 @@ class SQLiteGallery(BaseGallery):
             finally:
                 conn.close()
             _publish(tmp, self.path)
+            # A creator killed mid-way may also have left SQLite's -wal and -shm of its temporary.
+            remove_stale_temporaries(self.path, _SQLITE_COMPANIONS)
         except (OSError, sqlite3.Error) as error:
             raise GalleryError(
                 f"{self.path}: cannot create the gallery ({error}); "

@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tripletface.cache import data_dir, write_bytes_atomic
+from tripletface.cache import (
+    data_dir,
+    remove_stale_temporaries,
+    temporary_path,
+    write_bytes_atomic,
+)
 from tripletface.errors import InputError
 from tripletface.models import encoder_class, load_encoder, weights_file
 
@@ -170,9 +175,7 @@ class OnnxRuntime(Runtime):
         if ready:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         elif self.keep_optimized:
-            options.optimized_model_filepath = str(
-                optimized.with_name(f".{optimized.name}.{os.getpid()}.tmp")
-            )
+            options.optimized_model_filepath = str(temporary_path(optimized))
             options.log_severity_level = 3  # not the warning that the copy fits this CPU only
         source = optimized if ready else self.path
         try:
@@ -186,6 +189,7 @@ class OnnxRuntime(Runtime):
         if options.optimized_model_filepath:
             with contextlib.suppress(OSError):
                 os.replace(options.optimized_model_filepath, optimized)
+                remove_stale_temporaries(optimized)
         return session
 
     def embed(self, chips: np.ndarray) -> np.ndarray:

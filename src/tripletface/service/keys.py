@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from tripletface.cache import remove_stale_temporaries, temporary_path
 from tripletface.errors import InputError
 
 SCOPES = ("read", "write")
@@ -81,12 +82,13 @@ def add_key(path: str | Path, scope: str, label: str = "") -> str:
     key = secrets.token_urlsafe(32)
     old = path.read_text(encoding="utf-8") if path.exists() else _HEADER
     line = f"{scope} {key_digest(key)} {label}".rstrip() + "\n"
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(old + ("" if old.endswith("\n") or not old else "\n") + line)
         os.replace(tmp, path)
+        remove_stale_temporaries(path)
     except OSError as error:
         raise InputError(f"{path}: cannot write the API keys file ({error.strerror})") from None
     finally:
