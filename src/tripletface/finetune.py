@@ -46,12 +46,12 @@ from tripletface.train import RunResult, TrainConfig, fit
 #: learning rate per step and dlib-resnet's convolution weights are about 3e-3: 1e-4 and 1e-5 made
 #: unseen persons worse, 1e-6 to 2e-6 improved them (bench/finetune_celeba.py, adapt_camera.py).
 FINETUNE_LR = 2e-6
-#: Learning rate, distillation weight and clean guard (``finetune_chips``'s ``tolerance``) of a
-#: run that adapts to a camera (``config.condition``) unless given: faster learning that may lose
-#: two points of held-apart clean TAR, held by stronger distillation. Over three splits on masks
-#: they recovered 52% of the cost with clean photos enrolled, against 34% at FINETUNE_LR, weight 1
-#: and a one-point guard; on low resolution 9% against 17%, a difference of about one spread, both
-#: far short of what masks gain (bench/adapt_camera.py, README).
+#: Learning rate and distillation weight (``finetune_setup``) and clean guard (``finetune_chips``'s
+#: ``tolerance``) of a run that adapts to a camera (``config.condition``) unless given: faster
+#: learning that may lose two points of held-apart clean TAR, held by stronger distillation.
+#: Over three splits on masks they recovered 52% of the cost with clean photos enrolled, against
+#: 34% at FINETUNE_LR, weight 1 and a one-point guard; on low resolution 9% against 17%, a
+#: difference of about one spread, both far short of what masks gain (bench/adapt_camera.py).
 CAMERA_LR, CAMERA_DISTILL, CAMERA_TOLERANCE = 6e-6, 3.0, 0.02
 
 
@@ -89,13 +89,14 @@ def frozen_prefixes(model: nn.Module) -> list[str]:
 
 
 def finetune_setup(
-    config: TrainConfig, freeze: int = 0, lr: float | None = None
+    config: TrainConfig, freeze: int = 0, lr: float | None = None, distill: float | None = None
 ) -> tuple[TrainConfig, Encoder]:
     """(config, encoder) to fine-tune the pretrained ``config.encoder`` with ``fit``.
 
     The stem and the first ``freeze`` stages stay fixed (recorded as ``config.freeze`` so that
-    a resumed run freezes them too); ``lr`` defaults to CAMERA_LR when the config adapts to a
-    camera condition, else to FINETUNE_LR.
+    a resumed run freezes them too). Unless given, a run that adapts to a camera condition
+    (``config.condition``) takes CAMERA_LR and CAMERA_DISTILL, another FINETUNE_LR and the
+    config's own distillation weight.
     """
     encoder = pretrained_encoder(config.encoder)
     if freeze:
@@ -107,6 +108,9 @@ def finetune_setup(
         encoder_kwargs={**config.encoder_kwargs, **getattr(encoder, "init_kwargs", {})},
         freeze=sorted(set(config.freeze) | set(frozen_prefixes(encoder))),
         lr=(CAMERA_LR if config.condition else FINETUNE_LR) if lr is None else lr,
+        distill=(CAMERA_DISTILL if config.condition else config.distill)
+        if distill is None
+        else distill,
     )
     return config, encoder
 
@@ -256,7 +260,7 @@ def finetune_chips(
     every: int = 25,
     patience: int = 3,
     pull: float = 0.0,
-    tolerance: float = CAMERA_TOLERANCE,
+    tolerance: float | None = None,
     progress: bool = False,
 ) -> FinetuneResult:
     """``finetune`` on the chips of several persons the way the module docstring describes.
@@ -264,8 +268,10 @@ def finetune_chips(
     ``changed`` holds the same items in ``config.condition`` (made here with ``config.seed``
     when None). The distillation targets (``config.distill`` > 0) are the unit embeddings that
     ``encoder``, as given, computes for the clean chips. ``tolerance`` is how much held-apart TAR
-    on clean chips (a share, 0.01 = 1 point) a camera-adapted network may lose.
+    on clean chips (a share, 0.01 = 1 point) a camera-adapted network may lose (CAMERA_TOLERANCE
+    unless given).
     """
+    tolerance = CAMERA_TOLERANCE if tolerance is None else tolerance
     if config.condition is not None and changed is None:
         changed = in_condition(chips, config.condition, config.seed, encoder.chip_padding)
     if changed is not None and (config.condition is None or len(changed) != len(chips)):

@@ -197,10 +197,6 @@ def _config(args):
     given["out"] = str(args.out)
     default = not SYNTHETIC.fullmatch(args.data) and not args.pretrained
     given["augment"] = args.augment if args.augment is not None else default
-    if args.condition and args.distill is None:
-        from tripletface.finetune import CAMERA_DISTILL
-
-        given["distill"] = CAMERA_DISTILL
     return TrainConfig(**given)
 
 
@@ -234,7 +230,7 @@ def _check_finetuning(args, config) -> None:
 def _finetune(args, config, dataset, encoder):
     """``finetune_chips`` on the photo folder's chips; the kept weights go to RUN/best.pt."""
     from tripletface.data.chips import ChipSet
-    from tripletface.finetune import CAMERA_TOLERANCE, finetune_chips
+    from tripletface.finetune import finetune_chips
     from tripletface.models.checkpoint import save_checkpoint
 
     if not isinstance(dataset, ChipSet):
@@ -248,7 +244,7 @@ def _finetune(args, config, dataset, encoder):
         encoder,
         every=args.every,
         patience=args.patience,
-        tolerance=CAMERA_TOLERANCE if args.tolerance is None else args.tolerance,
+        tolerance=args.tolerance,
         progress=not args.quiet,
     )
     extra = {}
@@ -305,7 +301,7 @@ def _train(args, config) -> int:
     if args.pretrained and not args.resume:
         from tripletface.finetune import finetune_setup
 
-        config, encoder = finetune_setup(config, args.freeze_stages, args.lr)
+        config, encoder = finetune_setup(config, args.freeze_stages, args.lr, args.distill)
     size = config.size or encoder_class(config.encoder).input_size[0]
     cache = args.cache or args.out / "faces.npz"
     dataset = _dataset(args.data, size, config.encoder, cache, not args.quiet, args.face)
