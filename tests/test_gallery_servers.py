@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from serving import Server, command, encoded, face_photo, start_server, stop
 
+from tripletface.errors import GalleryUnavailable
 from tripletface.gallery import open_gallery
+from tripletface.gallery.postgres import without_password
 
 pytestmark = pytest.mark.slow
 
@@ -127,6 +129,9 @@ def test_a_stopped_database_gives_503_and_one_line_cli_errors_then_recovers(
             assert response.status_code == 503, response.text
             message = response.json()["error"]
             assert "cannot be reached" in message and "\n" not in message
+        # Monitoring still scrapes the server, the 503s counted (the gallery gauges as last seen).
+        metrics = first.get("/metrics")
+        assert metrics.status_code == 200 and 'status="503"' in metrics.text
         cli = subprocess.run(command("people", "--gallery", url), capture_output=True, text=True)
         assert cli.returncode == 3
         assert cli.stderr.startswith("tripletface: error: ") and cli.stderr.count("\n") == 1
@@ -162,3 +167,29 @@ def test_a_server_started_while_another_writes_sees_a_consistent_gallery(shared,
     with open_gallery(url, None, None, None, read_only=True) as gallery:
         people = dict(gallery.people())
     assert all(people[name] == 1 for name in acked)
+
+
+def test_a_restarted_database_costs_no_request(shared, postgres, photos):
+    """A connection the restart dropped is found broken only when used: the request that finds
+    it is answered on a new connection, a read as well as a write."""
+    _, _, first = shared
+    assert enroll(first, "restart-before", photos["face"])
+    postgres.stop()
+    postgres.start()
+    assert first.get("/v1/people").status_code == 200
+    postgres.stop()
+    postgres.start()
+    assert enroll(first, "restart-after", photos["face"])
+    names = {p["name"] for p in first.get("/v1/people").json()}
+    assert {"restart-before", "restart-after"} <= names
+
+
+def test_no_password_is_shown_neither_in_the_user_part_nor_as_a_parameter():
+    url = "postgresql://tf:s3cret@127.0.0.1:1/faces?sslmode=disable&password=s3cret&user=tf"
+    shown = without_password(url)
+    assert "s3cret" not in shown and shown.startswith("postgresql://tf:***@127.0.0.1:1/faces?")
+    assert "sslmode=disable" in shown and "password=***" in shown and shown.endswith("user=tf")
+    # What a client of the service reads when the database is down (/healthz needs no key).
+    with pytest.raises(GalleryUnavailable) as refused:
+        open_gallery("postgresql://tf@127.0.0.1:1/faces?password=s3cret", "e", "v", 4)
+    assert "s3cret" not in str(refused.value) and "password=***" in str(refused.value)

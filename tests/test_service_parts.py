@@ -2,12 +2,15 @@
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from json import loads
 
 import numpy as np
@@ -17,11 +20,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tripletface.errors import InputError
+from tripletface.gallery import SQLiteGallery, open_gallery
 from tripletface.service import uploads
+from tripletface.service.app import create_app
 from tripletface.service.batching import EncoderBatcher
+from tripletface.service.engine import Engine, NotFoundError
 from tripletface.service.keys import add_key, allows, key_digest, load_keys, scope_of
 from tripletface.service.photos import NotAnImageError, TooLargeError, decode_base64, decode_image
 from tripletface.service.uploads import MissingFieldError, read_body
+from tripletface.workers import worker_pool
 
 
 def test_keys_file_round_trip_holds_only_hashes(tmp_path):
@@ -198,3 +205,63 @@ def test_the_photo_of_a_json_body_is_cut_out_not_parsed(monkeypatch):
     body = _read("application/json", raw, limit=len(raw))
     assert (body.image, body.fields) == (image, {"name": "Ada", "largest": True})
     assert max(parsed) < 100  # the scanner never saw the photo's 4 MB of text
+
+
+class _GalleryOnly:
+    """The part of a FaceRecognizer that an Engine's gallery work uses: a 4-d gallery file,
+    opened by the thread that uses it (as FaceRecognizer opens it)."""
+
+    encoder_name = "test"
+    chips = None  # the chip maker detection workers are sent: these tests detect nothing
+
+    def __init__(self, path):
+        self.path = path
+
+    @functools.cached_property
+    def gallery(self) -> SQLiteGallery:
+        return open_gallery(self.path, "test", "v1", 4)
+
+    def close(self) -> None:
+        if "gallery" in vars(self):
+            self.gallery.close()
+
+
+def test_a_person_another_process_removed_meanwhile_is_not_found(tmp_path, monkeypatch):
+    """Two DELETEs of one person on two servers (or the CLI's remove): the one that comes second
+    is told 404, as for anyone not enrolled, not 400."""
+    path = tmp_path / "people.db"
+    with open_gallery(path, "test", "v1", 4) as gallery:
+        gallery.add_faces("ada", np.eye(4, dtype=np.float32)[:1])
+    remove = SQLiteGallery.remove
+
+    def removed_elsewhere_first(self, name: str) -> int:
+        monkeypatch.setattr(SQLiteGallery, "remove", remove)
+        with open_gallery(path, "test", "v1", 4) as other:
+            other.remove(name)
+        return remove(self, name)
+
+    monkeypatch.setattr(SQLiteGallery, "remove", removed_elsewhere_first)
+    engine = Engine(_GalleryOnly(path), ThreadPoolExecutor(1))
+    try:
+        with pytest.raises(NotFoundError, match="'ada' is not enrolled"):
+            asyncio.run(engine.remove("ada"))
+    finally:
+        engine.close()
+
+
+def test_a_killed_detection_worker_gives_503_and_an_unhealthy_server(tmp_path):
+    """A worker killed (the kernel's OOM killer, say) leaves the pool broken for good: every
+    photo is refused with a 503 saying to restart, and /healthz says so too (it is what a
+    supervisor watches), not a 500 on every request behind a healthy /healthz."""
+    from fastapi.testclient import TestClient
+
+    pool = worker_pool(1)
+    os.kill(pool.submit(os.getpid).result(), signal.SIGKILL)
+    engine = Engine(_GalleryOnly(tmp_path / "people.db"), pool)
+    with TestClient(create_app(engine)) as client:
+        answer = client.post("/v1/identify", files={"image": b"a photo"})
+        assert answer.status_code == 503 and "restart" in answer.json()["error"], answer.text
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "restart" in health.json()["error"], health.text
+        assert client.get("/metrics").status_code == 200
+    engine.close()

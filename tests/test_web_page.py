@@ -443,3 +443,25 @@ def test_an_api_key_session(browser, server, photos, empty_gallery):
         assert server.read_key not in logged and server.write_key not in logged
     finally:
         context.close()
+
+
+def test_a_key_that_no_request_can_carry_is_refused_as_a_key(browser, server):
+    """A key pasted with an invisible character (here a zero-width space): fetch cannot send it
+    in a header and fails before anything reaches the server, which must not read as the
+    service being down."""
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(server.url)
+        expect(page.get_by_test_id("people-status")).to_contain_text("API key needed (401)")
+        use_key(page, server.read_key + "\u200b")
+        expect(page.get_by_test_id("notice")).to_contain_text("not an API key")
+        page.get_by_test_id("people-refresh").click()
+        expect(page.get_by_test_id("people-status")).to_contain_text("API key needed (401)")
+        assert page.evaluate("sessionStorage.length") == 0
+        use_key(page, server.read_key)
+        expect(page.get_by_test_id("notice")).to_be_hidden()
+        expect(page.get_by_test_id("people-status")).to_be_hidden()
+    finally:
+        context.close()

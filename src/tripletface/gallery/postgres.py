@@ -7,6 +7,7 @@ is back reconnects by itself.
 """
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,12 +31,14 @@ def _psycopg():
 
 
 def without_password(url: str) -> str:
-    """The URL as messages show it: any password replaced by ***."""
+    """The URL as messages show it: any password (``user:PASSWORD@`` or a ``password=``
+    parameter, both of which libpq takes) replaced by ***."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class PostgresGallery(BaseGallery):
@@ -91,6 +94,21 @@ class PostgresGallery(BaseGallery):
 
     def _transaction(self, write: bool):
         return _Depth(self, super()._transaction(write))
+
+    def _run(self, sql: str, params: tuple = (), writing: bool = False):
+        opened = not self._conn.closed
+        try:
+            return super()._run(sql, params, writing)
+        except GalleryUnavailable:
+            # A connection the server dropped (a restart) is found broken only when used. When
+            # nothing of the work ran on it yet (a read outside a transaction, or the BEGIN of
+            # one), a new connection takes it over, so that a database that is back costs no
+            # request; a connection already broken before is not tried twice.
+            first = self._depth == 0 or sql in (self._begin_read, self._begin_write)
+            if not (opened and self._conn.closed and first):
+                raise
+            self._conn = self._connect()
+            return super()._run(sql, params, writing)
 
     def _create(self, encoder_version: str) -> None:
         """Create the tables once, even if several processes try at the same time."""

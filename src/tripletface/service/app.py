@@ -28,7 +28,7 @@ from swagger_ui_bundle import swagger_ui_path
 from tripletface import __version__
 from tripletface.errors import GalleryError, GalleryUnavailable, TripletfaceError
 from tripletface.service import schemas
-from tripletface.service.engine import Engine, NotFoundError
+from tripletface.service.engine import Engine, NotFoundError, WorkersLostError
 from tripletface.service.keys import ApiKey, allows, scope_of
 from tripletface.service.photos import NotAnImageError, TooLargeError
 from tripletface.service.uploads import MissingFieldError, read_body
@@ -52,6 +52,7 @@ _STATUS: tuple[tuple[type[TripletfaceError], int], ...] = (
     (NotAnImageError, 415),
     (MissingFieldError, 422),
     (GalleryUnavailable, 503),
+    (WorkersLostError, 503),
     (GalleryError, 409),
     (TripletfaceError, 400),
 )
@@ -149,14 +150,14 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
             settings.max_upload,
         )
 
-    @app.get("/healthz", response_model=schemas.Health, tags=["service"])
+    @app.get("/healthz", response_model=schemas.Health, responses=_errors(503), tags=["service"])
     async def healthz() -> schemas.Health:
         health = await engine.health()
         return schemas.Health(people=health.people, faces=health.faces, encoder=health.encoder)
 
     @app.get("/metrics", response_class=Response, tags=["service"])
     async def prometheus() -> Response:
-        await engine.health()  # brings the gallery gauges up to date
+        await engine.gauges()
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # {name:text}: a name may hold a "/" (sent as %2F, decoded before routing) or a line break.

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
-from tripletface.errors import InputError
+from tripletface.errors import GalleryUnavailable, InputError, TripletfaceError
 from tripletface.faces.extract import Box
 from tripletface.gallery import check_name
 from tripletface.recognize import FaceRecognizer, Match, Verification
@@ -30,6 +31,11 @@ T = TypeVar("T")
 
 class NotFoundError(InputError):
     """The person named in the request is not enrolled (HTTP 404)."""
+
+
+class WorkersLostError(TripletfaceError):
+    """A detection worker process died (killed): no photo can be read until a restart (HTTP
+    503). Workers are not forked again: this process has loaded the encoder since."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Engine:
         )
         self._gallery_thread = ThreadPoolExecutor(1, thread_name_prefix="tripletface-gallery")
         self._batching: asyncio.Task | None = None
+        self._workers_lost = False
 
     def open(self) -> None:
         """Open the gallery (in its thread) and check that a threshold is known."""
@@ -88,9 +95,18 @@ class Engine:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     async def health(self) -> Health:
-        """Number of people and faces in the gallery now, and the encoder's name."""
+        """Number of people and faces in the gallery now, and the encoder's name;
+        WorkersLostError once a detection worker was found dead."""
+        if self._workers_lost:
+            raise _workers_lost()
         people, faces = await self._in_gallery(self._counts)
         return Health(people, faces, self.recognizer.encoder_name)
+
+    async def gauges(self) -> None:
+        """Bring the gallery's gauges up to date; while its database cannot be reached they
+        keep their last values, so that the requests' metrics (the 503s) can still be scraped."""
+        with contextlib.suppress(GalleryUnavailable):
+            await self._in_gallery(self._counts)
 
     async def enroll(self, name: str, image: bytes, base64_text: bool, largest: bool) -> list[int]:
         """Add the one face of the photo (the largest if ``largest``) to ``name``; its face ids,
@@ -167,9 +183,12 @@ class Engine:
         return result, self.recognizer.threshold
 
     def _remove(self, name: str) -> int:
-        if name not in dict(self.recognizer.gallery.people()):
-            raise NotFoundError(f"{name!r} is not enrolled: see GET /v1/people")
-        return self.recognizer.gallery.remove(name)
+        # Asked in the delete's own transaction, not looked up before it: another process (a
+        # server on the same gallery, the CLI) may remove the person in between.
+        try:
+            return self.recognizer.gallery.remove(name)
+        except InputError:  # remove's only InputError: nobody of that name
+            raise NotFoundError(f"{name!r} is not enrolled: see GET /v1/people") from None
 
     def _encode(self, chips: np.ndarray) -> np.ndarray:
         self.metrics.encoded.inc(len(chips))
@@ -178,7 +197,11 @@ class Engine:
     async def _detect(self, image: bytes, base64_text: bool) -> Detected:
         loop = asyncio.get_running_loop()
         maker = self.recognizer.chips
-        found = await loop.run_in_executor(self.pool, detect_upload, maker, image, base64_text)
+        try:
+            found = await loop.run_in_executor(self.pool, detect_upload, maker, image, base64_text)
+        except BrokenProcessPool:
+            self._workers_lost = True
+            raise _workers_lost() from None
         self.metrics.detected.inc(len(found.boxes))
         return found
 
@@ -191,3 +214,10 @@ class Engine:
 def _require_face(boxes: list[Box]) -> None:
     if not boxes:
         raise InputError("image: no face found; send a photo with a clear, frontal face")
+
+
+def _workers_lost() -> WorkersLostError:
+    return WorkersLostError(
+        "a detection worker process was killed (out of memory?) and photos cannot be read: "
+        "restart tripletface serve"
+    )

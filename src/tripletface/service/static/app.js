@@ -96,9 +96,18 @@ function showKeyState() {
   $("api-key-forget").hidden = !stored;
 }
 
+// Keys are letters, digits, - and _. A header carries no other character: fetch would fail
+// before sending anything (a zero-width space pasted with the key), as if the server were down.
+const SENDABLE_KEY = /^[\x21-\x7e]*$/;
+
 $("api-key-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  setApiKey($("api-key").value.trim());
+  const key = $("api-key").value.trim();
+  if (!SENDABLE_KEY.test(key)) {
+    notice("That is not an API key: a key has only letters, digits, - and _. Paste it again.");
+    return;
+  }
+  setApiKey(key);
   showKeyState();
   notice("");
   refreshPeople();
