@@ -177,6 +177,17 @@ def test_failed_batch_stores_nothing(where):
         assert len(g.embeddings()[1]) == 1 and g.changes(0).faces == 1
 
 
+def test_a_photo_belongs_to_one_person(where):
+    with opened(where) as g:
+        g.add_faces("ada", rows(1), sources=["ada.jpg"], hashes=["h1"])
+        generation = g.generation
+        with pytest.raises(GalleryError, match=r"^b.jpg: this photo is already enrolled as 'ada'"):
+            g.add_faces("bob", rows(2), sources=["new.jpg", "b.jpg"], hashes=["h2", "h1"])
+        assert g.people() == [("ada", 1)] and g.generation == generation  # all or none
+        assert len(g.add_faces("ada", rows(1), hashes=["h1"])) == 1  # its own photo: allowed
+        assert len(g.add_faces("bob", rows(2), hashes=[None, None])) == 2  # no hash, no owner
+
+
 @pytest.mark.parametrize(
     ("name", "embeddings", "kwargs", "message"),
     [

@@ -111,9 +111,11 @@ def test_a_photo_enrolled_for_one_person_is_refused_for_another(rec, photos, tmp
     path = tmp_path / "eileen.png"
     Image.fromarray(photos["face"]).save(path)
     rec.enroll("eileen", path)
-    with pytest.raises(InputError, match=r"eileen.png is already enrolled as 'eileen'.*'ada'"):
+    with pytest.raises(
+        GalleryError, match=r"eileen.png: this photo is already enrolled as 'eileen'.*'ada'"
+    ):
         rec.enroll("ada", path)
-    with pytest.raises(InputError, match="already enrolled as 'eileen'"):
+    with pytest.raises(GalleryError, match="already enrolled as 'eileen'"):
         rec.enroll_photos("ada", [str(path)], workers=0)
     assert rec.people() == [("eileen", 1)]
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import pytest
-from serving import command, drawn_scene, encoded, face_photo, running_server
+from serving import another_copy, command, drawn_scene, encoded, face_photo, running_server
 
 from tripletface.service.keys import add_key
 
@@ -113,7 +113,8 @@ def test_enroll_identify_verify_list_remove(api, photos):
     assert both.status_code == 201, both.text
     assert {"name": "Eileen Collins", "faces": 2} in api.get("/v1/people").json()
     # largest as a query parameter, as the route's URL allows.
-    query = api.post("/v1/people/q/faces?largest=true", files={"image": photos["two"]})
+    two = another_copy(photos["two"], "q")
+    query = api.post("/v1/people/q/faces?largest=true", files={"image": two})
     assert query.status_code == 201 and api.delete("/v1/people/q").json() == {"removed": 1}
 
     faces = api.post("/v1/identify", files={"image": photos["two"]}).json()["faces"]
@@ -138,9 +139,10 @@ def test_enroll_identify_verify_list_remove(api, photos):
     )
     as_json = api.post("/v1/verify", json={"image": text, "name": "Eileen Collins"}).json()
     assert as_json["same"] is True
-    added = api.post("/v1/people/json-only/faces", json={"image": f"data:image/jpeg;base64,{text}"})
+    mine = base64.b64encode(another_copy(photos["face"], "json-only")).decode()
+    added = api.post("/v1/people/json-only/faces", json={"image": f"data:image/png;base64,{mine}"})
     assert added.status_code == 201, added.text
-    two = {"image": base64.b64encode(photos["two"]).decode()}
+    two = {"image": base64.b64encode(another_copy(photos["two"], "json-only")).decode()}
     assert "2 faces" in error_of(api.post("/v1/people/json-only/faces", json=two), 400)
     added = api.post("/v1/people/json-only/faces", json={**two, "largest": True})
     assert added.status_code == 201, added.text
@@ -155,7 +157,7 @@ def test_names_are_stored_as_given(api, photos):
     names = ["AC/DC", "Zoë 李 O'Brien", "50% & ?#", "two  spaces"]
     for name in names:
         path = f"/v1/people/{quote(name, safe='')}"
-        answer = api.post(f"{path}/faces", files={"image": photos["face"]})
+        answer = api.post(f"{path}/faces", files={"image": another_copy(photos["face"], name)})
         assert answer.status_code == 201, answer.text
         assert answer.json()["name"] == name
     listed = {p["name"]: p["faces"] for p in api.get("/v1/people").json()}
@@ -168,6 +170,15 @@ def test_names_are_stored_as_given(api, photos):
     # The gallery's one rule, as in the CLI: "ada " would be another person than "ada".
     padded = api.post(f"/v1/people/{quote(' padded ')}/faces", files={"image": photos["face"]})
     assert "spaces at either end" in error_of(padded, 400)
+
+
+def test_a_photo_enrolled_for_one_person_is_a_conflict_for_another(api, photos):
+    photo = another_copy(photos["face"], "owned")
+    assert api.post("/v1/people/owner/faces", files={"image": photo}).status_code == 201
+    taken = api.post("/v1/people/thief/faces", files={"image": photo})
+    assert "is already enrolled as 'owner'" in error_of(taken, 409)
+    assert "thief" not in {p["name"] for p in api.get("/v1/people").json()}
+    assert api.delete("/v1/people/owner").json() == {"removed": 1}
 
 
 def test_a_photo_without_faces_is_identified_as_none_and_refused_for_enrolment(api, photos):
@@ -350,7 +361,8 @@ def test_cors_headers_only_for_the_origins_given(server):
 
 def test_metrics(api, photos):
     before = _metric_values(api)
-    assert api.post("/v1/people/m/faces", files={"image": photos["face"]}).status_code == 201
+    mine = another_copy(photos["face"], "m")
+    assert api.post("/v1/people/m/faces", files={"image": mine}).status_code == 201
     api.post("/v1/identify", files={"image": photos["two"]})  # two faces: one named, one not
     health = api.get("/healthz").json()
     api.post("/v1/people/x/faces", files={"image": photos["scene"]})
@@ -383,7 +395,8 @@ def test_cli_changes_to_the_gallery_are_seen_by_the_next_request(server, api, ph
     faces = api.post("/v1/identify", files={"image": photos["mirrored"]}).json()["faces"]
     assert faces[0]["name"] == "from-cli" and faces[0]["distance"] < 1e-6
     # Removed by the CLI: gone from the list and from the search index.
-    assert api.post("/v1/people/from-api/faces", files={"image": photos["face"]}).status_code == 201
+    mine = another_copy(photos["face"], "from-api")
+    assert api.post("/v1/people/from-api/faces", files={"image": mine}).status_code == 201
     subprocess.run(
         command("remove", "from-cli", "--gallery", str(server.gallery)),
         check=True,
@@ -417,7 +430,8 @@ def test_concurrent_clients_leave_the_gallery_consistent(server, api, photos):
         photo = photos["face"] if i % 2 else photos["mirrored"]
         for step in range(16):
             if step in (0, 3, 8, 11, 15):
-                response = api.post(f"/v1/people/{name}/faces", files={"image": photo})
+                mine = another_copy(photo, f"{name}-{step}")  # one file belongs to one person
+                response = api.post(f"/v1/people/{name}/faces", files={"image": mine})
                 if response.status_code == 201:
                     count += 1
                     with lock:

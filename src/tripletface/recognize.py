@@ -375,19 +375,13 @@ class FaceRecognizer:
 
         A file whose content is already enrolled for ``name`` is not added twice, so that
         enrolling a folder again after an interruption only adds what is missing; one enrolled
-        for someone else is an InputError (the same face cannot be two persons).
+        for someone else is a GalleryError (``add_faces``: the same face cannot be two persons).
         """
         check_name(name)  # before any file is looked at
         seen: set[str] = set()
         added = []
-        for source, digest, _, _ in faces:
-            owner = self.gallery.hash_owner(digest)
-            if owner not in (None, name):
-                raise InputError(
-                    f"{source} is already enrolled as {owner!r}: the same face cannot also be "
-                    f"{name!r}; use another photo of {name!r}"
-                )
-            added.append(digest not in seen and owner is None)
+        for _, digest, _, _ in faces:
+            added.append(digest not in seen and self.gallery.hash_owner(digest) != name)
             seen.add(digest)
         new = [face for face, fresh in zip(faces, added, strict=True) if fresh]
         if new:

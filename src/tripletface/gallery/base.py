@@ -353,7 +353,11 @@ class BaseGallery:
         hashes: Sequence[str | None] | None = None,
         boxes: Sequence[Box | None] | None = None,
     ) -> list[int]:
-        """Store N x D embeddings as faces of ``name`` (created if new), all or none; their ids."""
+        """Store N x D embeddings as faces of ``name`` (created if new), all or none; their ids.
+
+        A content hash already enrolled for another person is a GalleryError: the same photo
+        cannot show two persons (checked in the write's own transaction, so that two writers
+        cannot both take it)."""
         matrix = self._checked(embeddings)
         count = len(matrix)
         sources, hashes, boxes = (
@@ -373,6 +377,7 @@ class BaseGallery:
         ]
         with self._transaction(write=True):
             generation = self._bump()
+            self._refuse_taken(name, sources, hashes)
             self._run(
                 "INSERT INTO persons (name, faces, created) VALUES (?, 0, ?)"
                 " ON CONFLICT (name) DO NOTHING",
@@ -441,6 +446,19 @@ class BaseGallery:
             (name, int(n))
             for name, n in self._rows("SELECT name, faces FROM persons ORDER BY name")
         ]
+
+    def _refuse_taken(
+        self, name: str, sources: Sequence[str | None], hashes: Sequence[str | None]
+    ) -> None:
+        """GalleryError naming the first of the files whose content hash someone other than
+        ``name`` is enrolled from (inside the caller's write transaction)."""
+        for source, digest in zip(sources, hashes, strict=True):
+            owner = None if digest is None else self.hash_owner(digest)
+            if owner not in (None, name):
+                raise GalleryError(
+                    f"{source or 'photo'}: this photo is already enrolled as {owner!r}, so it "
+                    f"cannot also be {name!r}: use another photo of {name!r}"
+                )
 
     def hash_owner(self, sha256: str) -> str | None:
         """The person enrolled from a file with this content hash, None if no one is."""
