@@ -16,7 +16,7 @@ rows enroll each unseen person's clean photo and match photos in the condition a
 (``evaluate(..., probes=...)``): good photos enrolled, the camera's recognised.
 
     python bench/adapt_camera.py [--seeds 0 1 2] [--epochs 6] [--freeze 1] [--lr 6e-6]
-                                 [--distill 3] [--tolerance 0.02]
+                                 [--distill 3] [--tolerance 0.02] [--train-persons 170]
 """
 
 import hashlib
@@ -77,12 +77,14 @@ def main() -> None:
     start = time.perf_counter()
     memo = Memo(pretrained_encoder("dlib-resnet"), "dlib-resnet")
     faces = photos("celeba299", embed=memo)
-    print(f"celeba299 ({CELEBA_CREDIT}), seeds {args.seeds}")
+    print(
+        f"celeba299 ({CELEBA_CREDIT}), seeds {args.seeds}, {args.train_persons} persons trained on"
+    )
     for condition in args.conditions:
         changed = changed_chips(faces, condition)
         rows = {key: [] for key in ROWS}
         for seed in args.seeds:
-            known, unseen = split(faces, seed)
+            known, unseen = split(faces, seed, args.train_persons)
             clean, camera = faces.persons(unseen), changed.persons(unseen)
             rows["clean before"].append(measure(memo.encoder, clean))
             rows["cond before"].append(measure(memo.encoder, camera))
