@@ -188,6 +188,13 @@ def test_a_photo_belongs_to_one_person(where):
         assert len(g.add_faces("bob", rows(2), hashes=[None, None])) == 2  # no hash, no owner
 
 
+@pytest.mark.parametrize("name", [".", ".."])
+def test_names_a_url_path_cannot_carry_are_refused(name):
+    with pytest.raises(InputError, match=r"URLs cannot carry it"):
+        check_name(name)
+    assert check_name("...") == "..." and check_name(".ada") == ".ada"
+
+
 @pytest.mark.parametrize(
     ("name", "embeddings", "kwargs", "message"),
     [
@@ -205,7 +212,7 @@ def test_bad_additions_are_refused(db, name, embeddings, kwargs, message):
 @given(st.text(max_size=120))
 def test_names_are_1_to_100_characters_without_control_ones_or_spaces_at_the_ends(name):
     good = 1 <= len(name) <= 100 and name == name.strip() and all(ord(c) >= 32 for c in name)
-    good = good and not any(0x7F <= ord(c) <= 0x9F for c in name)
+    good = good and not any(0x7F <= ord(c) <= 0x9F for c in name) and name not in (".", "..")
     if good:
         assert check_name(name) == name
     else:

@@ -136,8 +136,9 @@ NAME_LENGTH = 100
 
 def check_name(name: str) -> str:
     """``name`` if it can name a person: 1 to NAME_LENGTH characters, none of them a control
-    character, no space at either end (else "ada" and "ada " would be two persons); else
-    InputError. Any other character, "/" included, is stored as given."""
+    character, no space at either end (else "ada" and "ada " would be two persons), not "." or
+    ".." (a URL path segment browsers resolve away); else InputError. Any other character, "/"
+    included, is stored as given."""
     if not isinstance(name, str) or not 1 <= len(name) <= NAME_LENGTH:
         shown = name[:NAME_LENGTH] if isinstance(name, str) else name
         raise InputError(f"name {shown!r}: give 1 to {NAME_LENGTH} characters")
@@ -145,6 +146,8 @@ def check_name(name: str) -> str:
         raise InputError(
             f"name {name!r}: a name has no control characters and no spaces at either end"
         )
+    if name in (".", ".."):
+        raise InputError(f"name {name!r}: the service's URLs cannot carry it; choose another")
     return name
 
 
