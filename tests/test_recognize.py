@@ -107,6 +107,17 @@ def test_closing_the_recognizer_closes_its_gallery_and_a_later_use_reopens_it(re
     rec.close()  # closing a closed recognizer is harmless
 
 
+def test_a_gallery_emptied_after_the_check_is_the_empty_gallery_error(rec, photos, monkeypatch):
+    rec.enroll("eileen", photos["face"])
+    rec.identify(photos["mirrored"])  # the search index is built
+    with FaceRecognizer(rec.gallery_path, rec.encoder, detector="hog") as other:
+        other.remove("eileen")  # another process, between match's check and its search
+    checks = iter([False])  # match's own check still saw eileen; every later one sees none
+    monkeypatch.setattr(rec.gallery, "is_empty", lambda: next(checks, True))
+    with pytest.raises(GalleryError, match="is empty: enroll someone first"):
+        rec.identify(photos["mirrored"])
+
+
 def test_a_photo_enrolled_for_one_person_is_refused_for_another(rec, photos, tmp_path):
     path = tmp_path / "eileen.png"
     Image.fromarray(photos["face"]).save(path)

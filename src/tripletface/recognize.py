@@ -276,6 +276,8 @@ class FaceRecognizer:
         if len(boxes) == 0:
             return []
         distances, rows = self.index.search(embeddings, 1)
+        if np.asarray(distances).shape[1] == 0:  # another process removed the last face since
+            self._enrolled()
         names = self.index.names
         nearest = np.asarray(distances)[:, 0]
         return [
