@@ -4,9 +4,10 @@ They live in ``$XDG_DATA_HOME/tripletface`` (default ``~/.local/share/tripletfac
 atomically, so that processes running at the same time see a whole file or none; anything here
 can be deleted and is made again when needed.
 
-Every atomic writer of the package names its temporary with ``temporary_path`` and, once it has
-moved it into place, calls ``remove_stale_temporaries``: the temporaries a writer killed with
-``kill -9`` left beside the same file go at its next successful write.
+Every atomic writer of the package names its temporary with ``temporary_path`` and moves it
+into place with ``move_into_place``, which then calls ``remove_stale_temporaries``: the
+temporaries a writer killed with ``kill -9`` left beside the same file go at its next
+successful write.
 """
 
 import glob
@@ -64,6 +65,13 @@ def remove_stale_temporaries(path: Path, companions: tuple[str, ...] = ()) -> No
                     tmp.with_name(name).unlink()
 
 
+def move_into_place(tmp: str | Path, path: Path) -> None:
+    """``os.replace(tmp, path)``, then ``remove_stale_temporaries(path)``: how every atomic
+    writer finishes."""
+    os.replace(tmp, path)
+    remove_stale_temporaries(path)
+
+
 def create_temporary_beside(path: Path) -> tuple[int, Path]:
     """A new empty file in ``path``'s folder, open for writing, with the mode the umask gives."""
     while True:
@@ -97,11 +105,10 @@ def write_atomic(
             if sync:
                 stream.flush()
                 os.fsync(stream.fileno())
-        os.replace(tmp, path)
+        move_into_place(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    remove_stale_temporaries(path)
     return path
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tripletface.cache import remove_stale_temporaries, temporary_path
+from tripletface.cache import move_into_place, temporary_path
 from tripletface.errors import GalleryUnavailable, InputError
 from tripletface.gallery import BaseGallery
 
@@ -283,8 +283,7 @@ class FaissIndex:
                 handle.seek(size)
                 text = json.dumps(record).encode()
                 handle.write(text + struct.pack("<Q", len(text)) + _MAGIC)
-            os.replace(tmp, path)
-            remove_stale_temporaries(path)
+            move_into_place(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
 

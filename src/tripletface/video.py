@@ -31,7 +31,7 @@ import av.error
 import dlib
 import numpy as np
 
-from tripletface.cache import create_temporary_beside, remove_stale_temporaries
+from tripletface.cache import create_temporary_beside, move_into_place
 from tripletface.data.images import draw_labelled_boxes, save_image_atomic
 from tripletface.errors import InputError
 from tripletface.faces.extract import ChipMaker
@@ -535,8 +535,7 @@ class AnnotatedVideo:
         finally:
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)
-            remove_stale_temporaries(self.path)
+            move_into_place(self._tmp, self.path)
 
     def __enter__(self) -> "AnnotatedVideo":
         return self

@@ -8,14 +8,13 @@ reach the detectors' minimum size, large ones downsampled to ``max_side`` so tha
 stays bounded; boxes are mapped back and the landmarks predicted on the original pixels.
 """
 
-import os
 from dataclasses import dataclass, field
 
 import dlib
 import numpy as np
 from PIL import Image
 
-from tripletface.cache import data_dir, remove_stale_temporaries, temporary_path
+from tripletface.cache import data_dir, move_into_place, temporary_path
 from tripletface.data.images import require_rgb
 from tripletface.errors import InputError
 from tripletface.models.dlib_files import CNN_DETECTOR, LANDMARKS_5, dlib_model_path
@@ -144,8 +143,7 @@ def frontal_face_detector() -> "dlib.fhog_object_detector":
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_path(path)
         detector.save(str(tmp))
-        os.replace(tmp, path)
-        remove_stale_temporaries(path)
+        move_into_place(tmp, path)
     except (OSError, RuntimeError):
         pass  # an unwritable data folder only costs the build next time
     return detector

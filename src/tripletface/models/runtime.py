@@ -18,7 +18,6 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
 import platform
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ import numpy as np
 
 from tripletface.cache import (
     data_dir,
-    remove_stale_temporaries,
+    move_into_place,
     temporary_path,
     write_bytes_atomic,
 )
@@ -188,8 +187,7 @@ class OnnxRuntime(Runtime):
             ) from None
         if options.optimized_model_filepath:
             with contextlib.suppress(OSError):
-                os.replace(options.optimized_model_filepath, optimized)
-                remove_stale_temporaries(optimized)
+                move_into_place(options.optimized_model_filepath, optimized)
         return session
 
     def embed(self, chips: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from tripletface.cache import remove_stale_temporaries, temporary_path
+from tripletface.cache import move_into_place, temporary_path
 from tripletface.errors import InputError
 
 SCOPES = ("read", "write")
@@ -87,8 +87,7 @@ def add_key(path: str | Path, scope: str, label: str = "") -> str:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(old + ("" if old.endswith("\n") or not old else "\n") + line)
-        os.replace(tmp, path)
-        remove_stale_temporaries(path)
+        move_into_place(tmp, path)
     except OSError as error:
         raise InputError(f"{path}: cannot write the API keys file ({error.strerror})") from None
     finally:
