@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from serving import (
+    another_copy,
     children,
     command,
     encoded,
@@ -31,7 +32,9 @@ pytestmark = pytest.mark.slow
 def test_kill_9_during_enrolment_loses_no_acknowledged_face(tmp_path, astronaut):
     gallery = tmp_path / "people.db"
     face = face_photo(astronaut)
-    photos = [encoded(face), encoded(np.ascontiguousarray(face[:, ::-1]))]
+    sides = [encoded(face), encoded(np.ascontiguousarray(face[:, ::-1]))]
+    # One file per person: a gallery enrolls a file's content for one person only.
+    photos = [another_copy(sides[i % 2], f"person-{i}") for i in range(8)]
     server = start_server(gallery)
     acknowledged, lock, stopped = [], threading.Lock(), threading.Event()
 
@@ -40,7 +43,7 @@ def test_kill_9_during_enrolment_loses_no_acknowledged_face(tmp_path, astronaut)
             while not stopped.is_set():
                 try:
                     response = client.post(
-                        f"/v1/people/person-{i}/faces", files={"image": photos[i % 2]}
+                        f"/v1/people/person-{i}/faces", files={"image": photos[i]}
                     )
                 except httpx.HTTPError:
                     return  # the server is gone
@@ -74,8 +77,8 @@ def test_kill_9_during_enrolment_loses_no_acknowledged_face(tmp_path, astronaut)
         health = client.get("/healthz").json()
         assert health["faces"] == len(stored) >= len(acknowledged)
         assert client.post("/v1/identify", files={"image": photos[0]}).status_code == 200
-        name = client.get("/v1/people").json()[0]["name"]  # person-I, enrolled from photos[I % 2]
-        photo = photos[int(name.removeprefix("person-")) % 2]
+        name = client.get("/v1/people").json()[0]["name"]  # person-I, enrolled from photos[I]
+        photo = photos[int(name.removeprefix("person-"))]
         verdict = client.post("/v1/verify", files={"image": photo}, data={"name": name})
         assert verdict.json()["threshold"] == 0.0625 and verdict.json()["same"] is True
         # With --tta the probe is the mean of the photo's and its mirror's embeddings, so no
