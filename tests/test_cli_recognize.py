@@ -217,6 +217,33 @@ def test_enroll_dir_cluster_and_calibrate(files, tmp_path):
     assert f"threshold {stored:.4f}" in calibrated.stdout
 
 
+@pytest.mark.slow
+def test_enroll_dir_skips_photos_enrolled_as_someone_else_and_enrolls_the_rest(files, tmp_path):
+    people = tmp_path / "people"
+    for person, name in (("ada", "face"), ("bob", "face"), ("carl", "mirrored"), ("dan", "face")):
+        (people / person).mkdir(parents=True)
+        (people / person / files[name].name).write_bytes(files[name].read_bytes())
+    gallery = tmp_path / "g.db"
+    result = tf(gallery, "enroll-dir", str(people), workers=2)
+    assert result.returncode == 2, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "skipped" in line]
+    assert len(warnings) == 2, result.stderr
+    for person, line in zip(("bob", "dan"), warnings, strict=True):
+        assert f"{people / person / 'face.png'}: this photo is already enrolled as 'ada'" in line
+    assert result.stdout.strip() == (
+        f"enrolled 2 new faces of 4 people from {people}; "
+        "2 skipped (2 already enrolled as someone else)"
+    )
+    with sqlite3.connect(gallery) as db:
+        rows = db.execute(
+            "SELECT persons.name, faces.source FROM faces JOIN persons ON persons.id = person_id"
+        ).fetchall()
+    assert sorted(rows) == [
+        ("ada", str(people / "ada" / "face.png")),
+        ("carl", str(people / "carl" / "mirrored.png")),
+    ]
+
+
 # Runs one command and says on the last line of stderr whether it imported torch.
 REPORTS_TORCH = """import sys
 from tripletface.cli import main

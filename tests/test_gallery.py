@@ -17,10 +17,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tripletface.errors import GalleryError, GalleryUnavailable, InputError
+from tripletface.errors import GalleryError, GalleryUnavailable, InputError, PhotoTakenError
 from tripletface.gallery import (
     SCHEMA_VERSION,
     Gallery,
+    base,
     check_name,
     default_gallery_path,
     open_gallery,
@@ -186,6 +187,47 @@ def test_a_photo_belongs_to_one_person(where):
         assert g.people() == [("ada", 1)] and g.generation == generation  # all or none
         assert len(g.add_faces("ada", rows(1), hashes=["h1"])) == 1  # its own photo: allowed
         assert len(g.add_faces("bob", rows(2), hashes=[None, None])) == 2  # no hash, no owner
+
+
+def hash_lookups(g, monkeypatch) -> list[str]:
+    """The statements that read content hashes, recorded from now on as ``g`` runs them."""
+    seen = []
+    run = g._run
+
+    def recording(sql: str, params: tuple = (), writing: bool = False):
+        if sql.lstrip().upper().startswith("SELECT") and "sha256" in sql:
+            seen.append(sql)
+        return run(sql, params, writing)
+
+    monkeypatch.setattr(g, "_run", recording)
+    return seen
+
+
+def test_a_batchs_photos_are_looked_up_in_one_query_per_chunk_of_hashes(where, monkeypatch):
+    count = 1200  # more hashes than SQLite takes parameters in one statement
+    hashes = [f"h{i}" for i in range(count)]
+    with opened(where) as g:
+        lookups = hash_lookups(g, monkeypatch)
+        g.add_faces("ada", rows(count), hashes=hashes)
+        assert len(lookups) == -(-count // base.IN_CHUNK)
+        generation = g.generation
+        taken = [f"new{i}" for i in range(count - 1)] + [hashes[-1]]
+        sources = [f"bob/{i}.jpg" for i in range(count)]
+        with pytest.raises(PhotoTakenError, match=rf"^bob/{count - 1}.jpg: .* enrolled as 'ada'"):
+            g.add_faces("bob", rows(count), sources=sources, hashes=taken)
+        assert g.generation == generation and g.face_count() == count
+
+
+def test_faces_a_person_already_has_are_skipped_when_asked_and_nothing_moves(where):
+    with opened(where) as g:
+        assert g.add_faces("ada", rows(2), hashes=["h1", "h2"], skip_enrolled=True) == [1, 2]
+        generation = g.generation
+        assert g.add_faces("ada", rows(2), hashes=["h2", "h1"], skip_enrolled=True) == [None] * 2
+        assert g.generation == generation  # nothing written: no change for readers to fetch
+        ids = g.add_faces("ada", rows(4), hashes=["h3", "h1", "h3", None], skip_enrolled=True)
+        assert ids[1:3] == [None, None] and None not in (ids[0], ids[3])
+        assert g.add_faces("ada", rows(1), hashes=["h1"]) != [None]  # not asked: added again
+        assert g.people() == [("ada", 5)]
 
 
 @pytest.mark.parametrize("name", [".", ".."])

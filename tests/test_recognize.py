@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
+from test_gallery import hash_lookups
 
 from tripletface import search
 from tripletface.confidence import default_model
-from tripletface.errors import GalleryError, InputError
+from tripletface.errors import GalleryError, InputError, PhotoTakenError
 from tripletface.faces.extract import ChipMaker, FaceStream
 from tripletface.gallery import Gallery
 from tripletface.recognize import (
@@ -129,6 +130,39 @@ def test_a_photo_enrolled_for_one_person_is_refused_for_another(rec, photos, tmp
     with pytest.raises(GalleryError, match="already enrolled as 'eileen'"):
         rec.enroll_photos("ada", [str(path)], workers=0)
     assert rec.people() == [("eileen", 1)]
+
+
+def test_a_folders_photo_enrolled_as_someone_else_is_skipped_and_the_rest_enrolled(
+    rec, photos, tmp_path
+):
+    paths = {}
+    for person, photo in (("ada", "face"), ("bob", "face"), ("carl", "mirrored")):
+        paths[person] = tmp_path / person / f"{photo}.png"
+        paths[person].parent.mkdir()
+        Image.fromarray(photos[photo]).save(paths[person])  # bob's has the bytes of ada's
+    pairs = [(person, str(path)) for person, path in paths.items()]
+    results = dict(rec.enroll_folders(pairs, workers=1))
+    assert results[str(paths["ada"])].added and results[str(paths["carl"])].added
+    taken = results[str(paths["bob"])]
+    assert isinstance(taken, PhotoTakenError)
+    assert str(taken).startswith(f"{paths['bob']}: this photo is already enrolled as 'ada'")
+    assert rec.people() == [("ada", 1), ("carl", 1)]
+
+
+def test_enrolling_asks_who_owns_the_photos_once_and_writes_nothing_already_there(
+    rec, photos, tmp_path, monkeypatch
+):
+    paths = []
+    for photo in ("face", "mirrored"):
+        paths.append(str(tmp_path / f"{photo}.png"))
+        Image.fromarray(photos[photo]).save(paths[-1])
+    lookups = hash_lookups(rec.gallery, monkeypatch)
+    assert all(record.added for record in rec.enroll_photos("eileen", paths, workers=1))
+    assert len(lookups) == 1
+    generation = rec.gallery.generation
+    assert not any(record.added for record in rec.enroll_photos("eileen", paths, workers=1))
+    assert len(lookups) == 2 and rec.gallery.generation == generation
+    assert rec.people() == [("eileen", 2)]
 
 
 def test_no_face_or_several_faces_are_refused_and_nothing_is_written(rec, photos):

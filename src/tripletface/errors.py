@@ -19,3 +19,8 @@ class GalleryUnavailable(GalleryError):  # noqa: N818 (the name other branches u
     """The gallery's database cannot be reached now (a server down): try again later."""
 
     exit_code = 3
+
+
+class PhotoTakenError(GalleryError):
+    """A photo whose content is already enrolled as another person: one photo shows one person
+    (HTTP 409)."""

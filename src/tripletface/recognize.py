@@ -34,7 +34,7 @@ from tripletface import metrics
 from tripletface.confidence import ConfidenceModel, default_model
 from tripletface.confidence import fit as fit_confidence
 from tripletface.data.images import load_image
-from tripletface.errors import GalleryError, InputError, TripletfaceError
+from tripletface.errors import GalleryError, InputError, PhotoTakenError, TripletfaceError
 from tripletface.faces.extract import Box, ChipMaker, FaceStream, PhotoFaces, file_hash
 from tripletface.gallery import (
     BaseGallery,
@@ -348,7 +348,9 @@ class FaceRecognizer:
         faces: Iterable[str] | FaceStream | None = None,
     ) -> Iterator[tuple[str, Enrollment | TripletfaceError]]:
         """Enroll (name, path) pairs: (path, Enrollment or error) per file, each one committed;
-        ``faces``: those paths in the same order, or a FaceStream already started on them."""
+        a file that cannot be used, or whose photo is enrolled as someone else, is its error and
+        the rest go on. ``faces``: those paths in the same order, or a FaceStream already
+        started on them."""
         names = {path: name for name, path in named_paths}
         for item in self.embed_files(names if faces is None else faces, workers):
             if item.error is not None:
@@ -357,7 +359,7 @@ class FaceRecognizer:
             try:
                 face = _pick(item.path, item.boxes, item.embeddings, largest)
                 yield item.path, self._add(names[item.path], [(item.path, item.digest, *face)])[0]
-            except InputError as error:
+            except (InputError, PhotoTakenError) as error:
                 yield item.path, error
 
     def _enrolled(self) -> None:
@@ -377,23 +379,19 @@ class FaceRecognizer:
 
         A file whose content is already enrolled for ``name`` is not added twice, so that
         enrolling a folder again after an interruption only adds what is missing; one enrolled
-        for someone else is a GalleryError (``add_faces``: the same face cannot be two persons).
+        for someone else is a PhotoTakenError (``add_faces``: the same face cannot be two
+        persons). Both are decided by ``add_faces`` in its transaction, from one query.
         """
         check_name(name)  # before any file is looked at
-        seen: set[str] = set()
-        added = []
-        for _, digest, _, _ in faces:
-            added.append(digest not in seen and self.gallery.hash_owner(digest) != name)
-            seen.add(digest)
-        new = [face for face, fresh in zip(faces, added, strict=True) if fresh]
-        if new:
-            sources, hashes, boxes, embeddings = zip(*new, strict=True)
-            self.gallery.add_faces(
-                name, np.stack(embeddings), list(sources), list(hashes), list(boxes)
-            )
+        if not faces:
+            return []
+        sources, hashes, boxes, embeddings = zip(*faces, strict=True)
+        ids = self.gallery.add_faces(
+            name, np.stack(embeddings), sources, hashes, boxes, skip_enrolled=True
+        )
         return [
-            Enrollment(name, face[0], face[2], fresh)
-            for face, fresh in zip(faces, added, strict=True)
+            Enrollment(name, source, box, face_id is not None)
+            for source, box, face_id in zip(sources, boxes, ids, strict=True)
         ]
 
 

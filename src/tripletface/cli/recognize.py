@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tripletface.errors import InputError, TripletfaceError
+from tripletface.errors import InputError, PhotoTakenError, TripletfaceError
 from tripletface.models.runtime import RUNTIMES
 from tripletface.outputs import cannot_write
 
@@ -184,17 +184,21 @@ def enroll_dir(args) -> int:
     if not pairs:
         raise InputError(f"{args.folder}: no photos in sub-folders; put each person's in DIR/NAME/")
     with _faces_of(args, [path for _, path in pairs]) as faces, _recognizer(args) as rec:
-        added = skipped = 0
+        added = skipped = taken = 0
         for path, result in _progress(
             rec.enroll_folders(pairs, args.largest, args.workers, faces), len(pairs), "enroll"
         ):
             if isinstance(result, TripletfaceError):
                 _warn(path, result)
                 skipped += 1
+                taken += isinstance(result, PhotoTakenError)
             else:
                 added += result.added
     persons = len({name for name, _ in pairs})
-    print(f"enrolled {added} new faces of {persons} people from {args.folder}; {skipped} skipped")
+    why = f" ({taken} already enrolled as someone else)" if taken else ""
+    print(
+        f"enrolled {added} new faces of {persons} people from {args.folder}; {skipped} skipped{why}"
+    )
     return 2 if skipped else 0
 
 

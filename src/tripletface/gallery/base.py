@@ -14,14 +14,14 @@ without reading the whole table.
 import json
 import secrets
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from typing import NamedTuple
 
 import numpy as np
 
-from tripletface.errors import GalleryError, InputError
+from tripletface.errors import GalleryError, InputError, PhotoTakenError
 
 SCHEMA_VERSION = 2
 
@@ -71,6 +71,9 @@ CREATE INDEX removed_generation ON removed(generation);
 
 # Faces read per query when reading many: bounds the Python objects alive at once.
 _CHUNK = 32768
+
+#: Values per ``IN (...)`` list: SQLite before 3.32 takes at most 999 parameters a statement.
+IN_CHUNK = 500
 
 Box = tuple[int, int, int, int]
 
@@ -156,6 +159,11 @@ def _threshold_value(value: float | None) -> float | None:
     if value is not None and not (np.isfinite(value) and value >= 0):
         raise InputError(f"threshold must be a finite distance >= 0, got {value}")
     return None if value is None else float(value)
+
+
+class _Unchanged(Exception):  # noqa: N818 (never leaves add_faces)
+    """Ends a write transaction that found nothing to write: rolled back, so that the
+    generation does not move for readers to fetch an empty change."""
 
 
 def _calibration_text(value: dict | None) -> str | None:
@@ -355,12 +363,15 @@ class BaseGallery:
         sources: Sequence[str | None] | None = None,
         hashes: Sequence[str | None] | None = None,
         boxes: Sequence[Box | None] | None = None,
-    ) -> list[int]:
+        skip_enrolled: bool = False,
+    ) -> list[int | None]:
         """Store N x D embeddings as faces of ``name`` (created if new), all or none; their ids.
 
-        A content hash already enrolled for another person is a GalleryError: the same photo
+        A content hash already enrolled for another person is a PhotoTakenError: the same photo
         cannot show two persons (checked in the write's own transaction, so that two writers
-        cannot both take it)."""
+        cannot both take it). With ``skip_enrolled``, a face whose content hash ``name`` is
+        already enrolled from, or an earlier face of this call has, is not stored: its id is
+        None (and when no face is left, nothing is written)."""
         matrix = self._checked(embeddings)
         count = len(matrix)
         sources, hashes, boxes = (
@@ -378,9 +389,12 @@ class BaseGallery:
             (row.tobytes(), source, digest, *((None,) * 4 if box is None else map(int, box)))
             for row, source, digest, box in zip(matrix, sources, hashes, boxes, strict=True)
         ]
-        with self._transaction(write=True):
+        kept: list[int] = []
+        with suppress(_Unchanged), self._transaction(write=True):
             generation = self._bump()
-            self._refuse_taken(name, sources, hashes)
+            kept = self._kept(name, sources, hashes, skip_enrolled)
+            if not kept:
+                raise _Unchanged
             self._run(
                 "INSERT INTO persons (name, faces, created) VALUES (?, 0, ?)"
                 " ON CONFLICT (name) DO NOTHING",
@@ -395,14 +409,19 @@ class BaseGallery:
                         " box_left, box_top, box_right, box_bottom, created)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     ),
-                    [(person, generation, *face, stamp) for face in faces],
+                    [(person, generation, *faces[k], stamp) for k in kept],
                 )
             except self._errors as error:
                 raise self._error(error, True) from None
-            self._run("UPDATE persons SET faces = faces + ? WHERE id = ?", (count, person), True)
+            self._run(
+                "UPDATE persons SET faces = faces + ? WHERE id = ?", (len(kept), person), True
+            )
             ids = self._rows("SELECT id FROM faces WHERE generation = ? ORDER BY id", (generation,))
-        self._changed(count)
-        return [int(row[0]) for row in ids]
+        if not kept:
+            return [None] * count
+        self._changed(len(kept))
+        stored = dict(zip(kept, (int(row[0]) for row in ids), strict=True))
+        return [stored.get(k) for k in range(count)]
 
     def _checked(self, embeddings) -> np.ndarray:
         """Embeddings as a little-endian float32 N x D array, or InputError."""
@@ -450,27 +469,49 @@ class BaseGallery:
             for name, n in self._rows("SELECT name, faces FROM persons ORDER BY name")
         ]
 
-    def _refuse_taken(
-        self, name: str, sources: Sequence[str | None], hashes: Sequence[str | None]
-    ) -> None:
-        """GalleryError naming the first of the files whose content hash someone other than
-        ``name`` is enrolled from (inside the caller's write transaction)."""
-        for source, digest in zip(sources, hashes, strict=True):
-            owner = None if digest is None else self.hash_owner(digest)
-            if owner not in (None, name):
-                raise GalleryError(
-                    f"{source or 'photo'}: this photo is already enrolled as {owner!r}, so it "
-                    f"cannot also be {name!r}: use another photo of {name!r}"
+    def _kept(
+        self,
+        name: str,
+        sources: Sequence[str | None],
+        hashes: Sequence[str | None],
+        skip_enrolled: bool,
+    ) -> list[int]:
+        """Positions of the faces ``add_faces`` stores (all of them unless ``skip_enrolled``);
+        PhotoTakenError naming the first file whose content hash someone other than ``name`` is
+        enrolled from. Asked once for the whole batch, inside the caller's write transaction."""
+        owners = self._owners(hashes)
+        seen: set[str | None] = set()
+        kept = []
+        for k, (source, digest) in enumerate(zip(sources, hashes, strict=True)):
+            owned_by = owners.get(digest, set())
+            if owned_by and name not in owned_by:
+                raise PhotoTakenError(
+                    f"{source or 'photo'}: this photo is already enrolled as {min(owned_by)!r}, so "
+                    f"it cannot also be {name!r}: use another photo of {name!r}"
                 )
+            if skip_enrolled and digest is not None and (name in owned_by or digest in seen):
+                continue
+            seen.add(digest)
+            kept.append(k)
+        return kept
+
+    def _owners(self, hashes: Iterable[str | None]) -> dict[str, set[str]]:
+        """The persons enrolled from each of these content hashes that anyone is (several only
+        in a gallery filled before the rule of one person per photo), IN_CHUNK to a query."""
+        owners: dict[str, set[str]] = {}
+        for digest, owner in self._rows_in(
+            "SELECT DISTINCT faces.sha256, persons.name FROM faces JOIN persons"
+            " ON persons.id = faces.person_id WHERE faces.sha256 IN ({values})",
+            sorted({digest for digest in hashes if digest is not None}),
+        ):
+            owners.setdefault(digest, set()).add(owner)
+        return owners
 
     def hash_owner(self, sha256: str) -> str | None:
-        """The person enrolled from a file with this content hash, None if no one is."""
-        rows = self._rows(
-            "SELECT persons.name FROM faces JOIN persons ON persons.id = faces.person_id"
-            " WHERE faces.sha256 = ? LIMIT 1",
-            (sha256,),
-        )
-        return rows[0][0] if rows else None
+        """The person enrolled from a file with this content hash (the first by name if several
+        are), None if no one is."""
+        owners = self._owners([sha256]).get(sha256)
+        return min(owners) if owners else None
 
     def face_count(self) -> int:
         """Number of enrolled faces."""
@@ -493,7 +534,7 @@ class BaseGallery:
         """The embeddings of these face ids, in their order; a face not here is an InputError,
         or a row of NaN if ``missing_ok``."""
         ids = [int(i) for i in np.asarray(ids).ravel()]
-        found = dict(self._rows_in("SELECT id, embedding FROM faces WHERE id IN ({ids})", ids))
+        found = dict(self._rows_in("SELECT id, embedding FROM faces WHERE id IN ({values})", ids))
         missing = [i for i in ids if i not in found]
         if missing and not missing_ok:
             raise InputError(f"faces {missing[:5]} are not in {self.location}")
@@ -521,21 +562,21 @@ class BaseGallery:
         return dict(
             self._rows_in(
                 "SELECT faces.id, persons.name FROM faces JOIN persons"
-                " ON persons.id = faces.person_id WHERE faces.id IN ({ids})",
+                " ON persons.id = faces.person_id WHERE faces.id IN ({values})",
                 sorted({int(i) for i in np.asarray(face_ids).ravel()}),
             )
         )
 
     def _person_names(self, person_ids: np.ndarray) -> dict[int, str]:
         ids = [int(i) for i in person_ids]
-        return dict(self._rows_in("SELECT id, name FROM persons WHERE id IN ({ids})", ids))
+        return dict(self._rows_in("SELECT id, name FROM persons WHERE id IN ({values})", ids))
 
-    def _rows_in(self, sql: str, ids: list[int]) -> list[tuple]:
-        """Rows of ``sql`` whose ``{ids}`` is filled with these ids, 500 to a query."""
+    def _rows_in(self, sql: str, values: Sequence) -> list[tuple]:
+        """Rows of ``sql`` whose ``{values}`` is filled with these values, IN_CHUNK to a query."""
         rows = []
-        for start in range(0, len(ids), 500):
-            part = tuple(ids[start : start + 500])
-            rows += self._rows(sql.format(ids=",".join("?" * len(part))), part)
+        for start in range(0, len(values), IN_CHUNK):
+            part = tuple(values[start : start + IN_CHUNK])
+            rows += self._rows(sql.format(values=",".join("?" * len(part))), part)
         return rows
 
     def _matrix(self, blobs: list[bytes]) -> np.ndarray:
