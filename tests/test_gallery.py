@@ -215,7 +215,7 @@ def test_a_batchs_photos_are_looked_up_in_one_query_per_chunk_of_hashes(where, m
         sources = [f"bob/{i}.jpg" for i in range(count)]
         with pytest.raises(PhotoTakenError, match=rf"^bob/{count - 1}.jpg: .* enrolled as 'ada'"):
             g.add_faces("bob", rows(count), sources=sources, hashes=taken)
-        assert g.generation == generation and g.face_count() == count
+        assert g.generation == generation and g.counts() == (1, count)
 
 
 def test_faces_a_person_already_has_are_skipped_when_asked_and_nothing_moves(where):
@@ -227,7 +227,22 @@ def test_faces_a_person_already_has_are_skipped_when_asked_and_nothing_moves(whe
         ids = g.add_faces("ada", rows(4), hashes=["h3", "h1", "h3", None], skip_enrolled=True)
         assert ids[1:3] == [None, None] and None not in (ids[0], ids[3])
         assert g.add_faces("ada", rows(1), hashes=["h1"]) != [None]  # not asked: added again
-        assert g.people() == [("ada", 5)]
+        assert g.counts() == (1, 5)
+
+
+def test_counts_agree_with_the_people_list(where):
+    with opened(where) as g:
+        assert g.counts() == (0, 0)
+        g.add_faces("ada", rows(2))
+        g.add_faces("bob", rows(1, seed=1))
+        g.add_faces("ada", rows(3, seed=2))
+        g.add_faces("carl", rows(1, seed=3))
+        g.remove("bob")
+        people = g.people()
+        assert g.counts() == (len(people), sum(n for _, n in people)) == (2, 6)
+        assert g.counts().faces == g.face_count()
+        g.remove("ada")
+        assert g.counts() == (1, 1)
 
 
 @pytest.mark.parametrize("name", [".", ".."])

@@ -265,3 +265,31 @@ def test_a_killed_detection_worker_gives_503_and_an_unhealthy_server(tmp_path):
         assert health.status_code == 503 and "restart" in health.json()["error"], health.text
         assert client.get("/metrics").status_code == 200
     engine.close()
+
+
+def test_health_and_gauges_count_without_reading_the_people_list(tmp_path, monkeypatch):
+    """A gallery of millions of people: /healthz and /metrics ask the database for two counts
+    instead of reading every person's row."""
+    from fastapi.testclient import TestClient
+
+    path = tmp_path / "people.db"
+    with open_gallery(path, "test", "v1", 4) as gallery:
+        gallery.add_faces("ada", np.eye(4, dtype=np.float32)[:2])
+        gallery.add_faces("bob", np.eye(4, dtype=np.float32)[2:3])
+
+    def listed(self) -> list:
+        raise AssertionError("the whole people list was read")
+
+    monkeypatch.setattr(SQLiteGallery, "people", listed)
+    engine = Engine(_GalleryOnly(path), ThreadPoolExecutor(1))
+    with TestClient(create_app(engine)) as client:
+        assert client.get("/healthz").json() == {
+            "status": "ok",
+            "people": 2,
+            "faces": 3,
+            "encoder": "test",
+        }
+        metrics = client.get("/metrics").text.splitlines()
+        assert "tripletface_gallery_people 2.0" in metrics
+        assert "tripletface_gallery_faces 3.0" in metrics
+    engine.close()

@@ -111,6 +111,13 @@ class Snapshot(NamedTuple):
     names: Names
 
 
+class Counts(NamedTuple):
+    """How many persons are enrolled, and how many faces they have in all."""
+
+    people: int
+    faces: int
+
+
 class Changes(NamedTuple):
     """What happened after a generation: faces added (ids, N x D) and still enrolled, faces
     removed (ids, and the generation that had added each), and the number of faces now."""
@@ -512,6 +519,12 @@ class BaseGallery:
         are), None if no one is."""
         owners = self._owners([sha256]).get(sha256)
         return min(owners) if owners else None
+
+    def counts(self) -> Counts:
+        """Number of persons and of their faces, counted by the database (one query): what
+        ``people()`` would add up, without reading every person's row."""
+        people, faces = self._rows("SELECT COUNT(*), COALESCE(SUM(faces), 0) FROM persons")[0]
+        return Counts(int(people), int(faces))
 
     def face_count(self) -> int:
         """Number of enrolled faces."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from tripletface.errors import GalleryUnavailable, InputError, TripletfaceError
 from tripletface.faces.extract import Box
-from tripletface.gallery import check_name
+from tripletface.gallery import Counts, check_name
 from tripletface.recognize import FaceRecognizer, Match, Verification
 from tripletface.service.batching import EncoderBatcher
 from tripletface.service.metrics import Metrics
@@ -162,15 +162,23 @@ class Engine:
         _ = self.recognizer.threshold  # an encoder without a threshold fails at start-up
         self._counts()
 
-    def _counts(self) -> tuple[int, int]:
-        people = self._people()
-        return len(people), sum(n for _, n in people)
+    def _counts(self) -> Counts:
+        """The gallery's numbers of people and faces, counted by its database (a list of
+        millions of people is not read for them), also set on the gauges."""
+        counts = self.recognizer.gallery.counts()
+        self._gauge(counts)
+        return counts
 
     def _people(self) -> list[tuple[str, int]]:
+        """Everyone enrolled, the gauges set from the list at no extra cost."""
         people = self.recognizer.gallery.people()
-        self.metrics.people.set(len(people))
-        self.metrics.faces.set(sum(n for _, n in people))
+        self._gauge(Counts(len(people), sum(n for _, n in people)))
         return people
+
+    def _gauge(self, counts: Counts) -> None:
+        """Show the gallery's counts on /metrics."""
+        self.metrics.people.set(counts.people)
+        self.metrics.faces.set(counts.faces)
 
     def _faces_of(self, name: str) -> np.ndarray:
         mine = self.recognizer.gallery.faces_of(name)
