@@ -33,6 +33,7 @@ def connected_components(n: int, edges: np.ndarray) -> np.ndarray:
     parent = np.arange(n)
 
     def root(node: int) -> int:
+        """The node's root, halving its path."""
         while parent[node] != node:
             parent[node] = parent[parent[node]]
             node = parent[node]

@@ -114,6 +114,27 @@ def test_memory_stays_within_a_tile_however_many_faces_link():
     assert peak < 40 * 2**20  # the old brute force held every link: 150 MB for these
 
 
+def test_a_chain_of_links_leaves_every_face_pointing_at_its_root():
+    """Photos along a path (one person ageing) link in a chain: joined in one round, each then
+    points straight at the root, so that later lookups take one step, not the chain's length."""
+    n = 10_000
+    parent = np.arange(n).view(Counted)
+    clustering._join(parent, np.arange(n - 1), np.arange(1, n))
+    assert (parent == 0).all()
+    assert Counted.reads < 200  # a step at a time: ~2 n reads of the forest
+
+
+class Counted(np.ndarray):
+    """An array that counts how often it is indexed (the work, without a clock)."""
+
+    reads = 0
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        """The usual item, counted."""
+        Counted.reads += 1
+        return super().__getitem__(key)
+
+
 def test_labels_are_ordered_by_size_then_smallest_member():
     edges = np.array([[1, 2], [4, 5], [5, 6], [0, 3]])
     labels = clustering.connected_components(8, edges)

@@ -4,11 +4,11 @@ Two faces are linked when their squared Euclidean distance is below the threshol
 "same person"; a cluster is a connected component of that graph (single linkage cut at the
 threshold). Unlike dlib's Chinese whispers it is deterministic and needs no iteration count.
 
-At scale (bench/cluster_speed.py): each pair's distance is computed once (i < j), a block of rows
-at a time whose size bounds the memory, with a float32 product that settles all but the pairs
-within its rounding of the threshold, which float64 decides; each block's links are joined into
-the components at once (a vectorised union-find) instead of being kept, so that a person with
-thousands of photos, and their millions of links, costs no memory.
+At scale (bench/cluster_speed.py): each pair's distance is computed once (i < j), a tile of
+1024 x 1024 at a time (memory stays bounded), by a float32 product that settles all but the
+pairs within its rounding of the threshold, which float64 decides as a float64 pass would; each
+part's links are joined into the components at once (a vectorised union-find) rather than
+kept, so that a person with thousands of photos, and their millions of links, costs no memory.
 """
 
 from collections.abc import Iterator
@@ -46,8 +46,8 @@ def _link_parts(embeddings: np.ndarray, threshold: float) -> Iterator[Links]:
             slack = error[0] * (norms[rows].max() + norms[cols].max()) + error[1]
             approx = left[rows] @ right[cols].T
             for part in range(0, len(approx), _PART):
-                close = approx[part : part + _PART]
-                yield _links(close, (top + part, side), x, norms, threshold, slack)
+                block = approx[part : part + _PART]
+                yield _links(block, (top + part, side), x, norms, threshold, slack)
 
 
 def _links(
@@ -92,6 +92,17 @@ def _roots(parent: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return found
 
 
+def _shortcut(parent: np.ndarray, nodes: np.ndarray) -> None:
+    """Point these nodes straight at their roots by pointer jumping: a chain of links hooked
+    in one round (a person's photos along a path) is flattened in log(length) passes instead of
+    being walked a step at a time by every later lookup."""
+    while True:
+        above = parent[parent[nodes]]
+        if np.array_equal(above, parent[nodes]):
+            return
+        parent[nodes] = above
+
+
 def _join(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     """Join the trees of a[k] and b[k] for every k in ``parent``, a forest whose roots are the
     smallest node of their tree (each node's parent is itself or a smaller node)."""
@@ -102,6 +113,14 @@ def _join(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         # Each larger root hangs under one of the smaller roots it is linked to; an edge whose
         # ends are still apart after that is joined by the next round.
         np.minimum.at(parent, b, a)
+        _shortcut(parent, b)
+
+
+def _labels(parent: np.ndarray) -> np.ndarray:
+    """Canonical labels of the trees of the forest ``parent`` (see _relabel_by_size)."""
+    nodes = np.arange(len(parent))
+    _shortcut(parent, nodes)
+    return _relabel_by_size(parent[nodes])
 
 
 def connected_components(n: int, edges: np.ndarray) -> np.ndarray:
@@ -112,7 +131,7 @@ def connected_components(n: int, edges: np.ndarray) -> np.ndarray:
     parent = np.arange(n)
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     _join(parent, edges[:, 0], edges[:, 1])
-    return _relabel_by_size(_roots(parent, np.arange(n)))
+    return _labels(parent)
 
 
 def _relabel_by_size(roots: np.ndarray) -> np.ndarray:
@@ -136,4 +155,4 @@ def cluster_embeddings(embeddings: np.ndarray, threshold: float) -> np.ndarray:
     parent = np.arange(len(embeddings))
     for a, b in _link_parts(embeddings, threshold):
         _join(parent, a, b)
-    return _relabel_by_size(_roots(parent, np.arange(len(embeddings))))
+    return _labels(parent)
