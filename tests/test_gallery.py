@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tripletface.errors import GalleryError, GalleryUnavailable, InputError, PhotoTakenError
 from tripletface.gallery import (
     SCHEMA_VERSION,
+    BaseGallery,
     Gallery,
     base,
     check_name,
@@ -189,12 +190,13 @@ def test_a_photo_belongs_to_one_person(where):
         assert len(g.add_faces("bob", rows(2), hashes=[None, None])) == 2  # no hash, no owner
 
 
-def hash_lookups(g, monkeypatch) -> list[str]:
+def hash_lookups(g: BaseGallery, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The statements that read content hashes, recorded from now on as ``g`` runs them."""
     seen = []
     run = g._run
 
     def recording(sql: str, params: tuple = (), writing: bool = False):
+        """``g._run``, noting the statement first."""
         if sql.lstrip().upper().startswith("SELECT") and "sha256" in sql:
             seen.append(sql)
         return run(sql, params, writing)

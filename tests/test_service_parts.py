@@ -278,6 +278,7 @@ def test_health_and_gauges_count_without_reading_the_people_list(tmp_path, monke
         gallery.add_faces("bob", np.eye(4, dtype=np.float32)[2:3])
 
     def listed(self) -> list:
+        """What people() must not be asked for here."""
         raise AssertionError("the whole people list was read")
 
     monkeypatch.setattr(SQLiteGallery, "people", listed)
