@@ -7,8 +7,9 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -43,6 +44,37 @@ def test_write_bytes_atomic_replaces_and_leaves_nothing_behind_on_error(tmp_path
     with pytest.raises(OSError):
         write_bytes_atomic(tmp_path / "taken", b"data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hog.svm", "taken"]
+
+
+def test_write_atomic_without_replace_takes_the_next_free_name(tmp_path, monkeypatch):
+    def write(data: bytes) -> Callable[[IO], int]:
+        return lambda stream: stream.write(data)
+
+    first = write_atomic(tmp_path / "door-track00001.png", write(b"one"), replace=False)
+    (tmp_path / "door-track00001-3.png").symlink_to("nowhere")  # a dangling link holds a name
+    second = write_atomic(first, write(b"two"), replace=False)
+    third = write_atomic(first, write(b"three"), replace=False)
+    assert [first.name, second.name, third.name] == [
+        "door-track00001.png",
+        "door-track00001-2.png",
+        "door-track00001-4.png",
+    ]
+    assert [p.read_bytes() for p in (first, second, third)] == [b"one", b"two", b"three"]
+
+    def fail(stream: IO) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(first, fail, replace=False)
+    assert len(list(tmp_path.iterdir())) == 4  # no name taken, no temporary left
+
+    def refuse(source: Path, target: Path) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="read-only"):
+        write_atomic(first, write(b"five"), replace=False)
+    assert len(list(tmp_path.iterdir())) == 4  # the name it had taken is free again
 
 
 def _temporary_of(path: Path, pid: int) -> Path:

@@ -87,29 +87,55 @@ def create_temporary_beside(path: Path) -> tuple[int, Path]:
 
 
 def write_atomic(
-    path: str | Path, write: Callable[[IO], object], mode: str = "wb", sync: bool = True
+    path: str | Path,
+    write: Callable[[IO], object],
+    mode: str = "wb",
+    sync: bool = True,
+    replace: bool = True,
 ) -> Path:
-    """Call ``write(stream)`` on a temporary file beside ``path``, then move it into place.
+    """Call ``write(stream)`` on a temporary file beside ``path``, then move it into place;
+    returns the path written.
 
     Readers see the old file or the new one, never half of one; a failed write leaves no trace,
     a killed one (``kill -9``) its temporary until the next write of ``path`` removes it.
     ``sync`` also flushes the file to the disk first, so that a power cut cannot leave it empty
     (worth its milliseconds for a model, not for each of ten thousand regenerable pictures).
+    ``replace=False`` never replaces a file: the content goes to the first of ``path``,
+    ``STEM-2.SUFFIX``, ``STEM-3.SUFFIX``... that is free (readers may see it empty a moment).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = create_temporary_beside(path)
+    reserved = None
     try:
         with os.fdopen(fd, mode) as stream:
             write(stream)
             if sync:
                 stream.flush()
                 os.fsync(stream.fileno())
+        if not replace:
+            path = reserved = _reserve(path)
         move_into_place(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        if reserved is not None:
+            reserved.unlink(missing_ok=True)  # still the empty file made to hold the name
         raise
     return path
+
+
+def _reserve(path: Path) -> Path:
+    """The first of ``path``, ``STEM-2.SUFFIX``, ``STEM-3.SUFFIX``... that does not exist,
+    created empty now, so that no other writer can take that name too."""
+    name, number = path, 1
+    while True:
+        try:
+            # O_EXCL: creating the name fails, atomically, if any file (or link) holds it.
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return name
+        except FileExistsError:
+            number += 1
+            name = path.with_name(f"{path.stem}-{number}{path.suffix}")
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
