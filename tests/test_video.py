@@ -1,5 +1,7 @@
 import contextlib
-from collections.abc import Iterator
+import re
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -9,10 +11,10 @@ from rtsp_server import rtsp_stream
 from videos import astronaut_head, decoded_frames, lfw_face, live_stream, truncate, write_video
 
 from tripletface.data.images import load_image
-from tripletface.errors import InputError
+from tripletface.errors import GalleryUnavailable, InputError
 from tripletface.faces.detect import FaceDetector
 from tripletface.recognize import FaceRecognizer
-from tripletface.tracking import TrackEvent
+from tripletface.tracking import Tracker, TrackEvent
 from tripletface.video import (
     AnnotatedVideo,
     FrameResult,
@@ -123,7 +125,7 @@ def test_crossing_faces_keep_their_tracks_and_names(rec, cross, tmp_path):
             assert inside(face.box, sprite, left, top), (result.index, face)
     # the unknown face left its best crop, in which a detector finds it again, in the middle
     (snapshot,) = tmp_path.iterdir()
-    assert snapshot.name == f"cross-track{events[1].track:05d}.png"
+    assert re.fullmatch(rf"cross-\d{{8}}-\d{{6}}-track{events[1].track:05d}\.png", snapshot.name)
     crop = load_image(snapshot)
     left, top, right, bottom = FaceDetector("hog").detect(crop)[0].box  # the largest face
     height, width = crop.shape[:2]
@@ -244,3 +246,128 @@ def test_a_stream_that_stops_ends_its_tracks_then_fails(rec, tmp_path, kind):
             for result in session:
                 results.append(result)
     assert 5 < len(results) < 60 and [e.name for e in ended(results)] == ["eileen"]
+
+
+@pytest.mark.parametrize("suffix", [".h264", ".mjpeg", ".mjpg"])
+def test_a_raw_video_file_is_a_file_not_a_stream(rec, tmp_path, suffix):
+    raw = write_video(tmp_path / f"walk{suffix}", 50, walking)
+    with VideoSource(raw) as source:
+        assert not source.live
+        times = [time for time, _ in source.frames()]
+    assert times == pytest.approx([i / 25 for i in range(50)])  # raw H.264 has no timestamps
+    results = run(rec, raw, start=0.4, duration=0.8)
+    assert [r.time for r in results] == pytest.approx([0.4 + i / 25 for i in range(20)])
+    (event,) = ended(results)
+    assert event.name == "eileen" and 0.4 <= event.first < 0.8 and event.last >= 1.0
+    past = VideoSource(raw, start=3)
+    with pytest.raises(InputError, match=r"--start 3 s is past the end of the video \(2\.00 s"):
+        list(past.frames())
+
+
+def test_a_start_past_the_end_is_refused_before_decoding(walk):
+    with pytest.raises(InputError) as refused:
+        VideoSource(walk, start=2.5)
+    assert str(refused.value) == (
+        f"{walk}: --start 2.5 s is past the end of the video (2.00 s long); give an earlier --start"
+    )
+
+
+def visits(*starts: int, frames: int = 20) -> Callable[[int], list]:
+    """The astronaut walking in for ``frames`` frames from each of ``starts``, else nobody."""
+
+    def placements(index: int) -> list:
+        return next((walking(index - s) for s in starts if s <= index < s + frames), [])
+
+    return placements
+
+
+def test_a_watch_follows_people_removed_and_enrolled_while_it_runs(tmp_path, astronaut):
+    video = write_video(tmp_path / "visits.mp4", 120, visits(0, 50, 100))
+    rec = FaceRecognizer(tmp_path / "people.db", detector="hog")
+    rec.enroll("eileen", astronaut, largest=True)
+    session = Watch(rec, video, parallel=False, tracker=Tracker(patience=0.4, reid_distance=0.1))
+    events = []
+    for result in session:
+        events += result.ended
+        if len(events) == 1 and rec.people():
+            rec.remove("eileen")  # the last person: every face is unknown now
+        if len(events) == 2 and not rec.people():
+            rec.enroll("eileen", astronaut, largest=True)  # and she is known again
+    assert [e.name for e in events] == ["eileen", None, "eileen"]
+    assert events[1].distance is None
+
+
+@pytest.fixture
+def pg_rec(postgres_url, astronaut) -> Iterator[FaceRecognizer]:
+    """A recognizer whose PostgreSQL gallery holds the astronaut."""
+    with FaceRecognizer(postgres_url, detector="hog") as recognizer:
+        recognizer.enroll("eileen", astronaut, largest=True)
+        yield recognizer
+
+
+def test_a_live_watch_goes_on_while_the_database_is_down(postgres, pg_rec, tmp_path):
+    rec = pg_rec
+    # seen, seen while the database is down, seen after it is back (and a retry is due)
+    data = write_video(tmp_path / "live.ts", 230, visits(0, 50, 200)).read_bytes()
+    events, down = [], False
+    try:
+        with live_stream(data) as (url, _), warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            session = Watch(rec, url, parallel=False, tracker=Tracker(patience=0.4))
+            with pytest.raises(InputError, match=r"breaks off|stopped"):  # the test stream ends
+                for result in session:
+                    events += result.ended
+                    if len(events) == 1 and not down:
+                        postgres.stop()
+                        down = True
+                    if len(events) == 2 and down:
+                        postgres.start()
+                        down = False
+    finally:
+        if down:
+            postgres.start()
+    assert [e.name for e in events] == ["eileen", None, "eileen"]
+    messages = [str(w.message) for w in said]
+    assert len(messages) == 2, messages
+    assert "the database cannot be reached" in messages[0] and "\n" not in messages[0]
+    assert messages[0].endswith("faces go unnamed until it is back, watching on")
+    assert messages[1].endswith("the database is back: faces are named again")
+
+
+def test_a_file_stops_when_the_database_goes_down_after_ending_its_tracks(
+    postgres, pg_rec, tmp_path
+):
+    rec = pg_rec
+    video = write_video(tmp_path / "visits.mp4", 75, visits(0, 50))
+    events, down = [], False
+    try:
+        session = Watch(rec, video, parallel=False, tracker=Tracker(patience=0.4))
+        with session, pytest.raises(GalleryUnavailable, match="cannot be reached"):
+            for result in session:
+                events += result.ended
+                if len(events) == 1 and not down:
+                    postgres.stop()
+                    down = True
+    finally:
+        if down:
+            postgres.start()
+    # she came back while the database was down: the run stopped there, her first track given
+    assert [e.name for e in events] == ["eileen"]
+
+
+def test_snapshots_of_later_runs_never_replace_earlier_ones(rec, cross, tmp_path):
+    snaps = tmp_path / "snaps"
+    first = Watch(rec, cross, parallel=False, snapshots=snaps)
+    # files already there under every name this run could choose: they stay as they are
+    stamp = first.started.strftime("%Y%m%d-%H%M%S")
+    for track in range(1, 6):
+        (snaps / f"cross-{stamp}-track{track:05d}.png").write_bytes(b"earlier")
+    (unknown,) = [e for e in ended(list(first)) if e.name is None]
+    first.close()
+    taken = snaps / f"cross-{stamp}-track{unknown.track:05d}-2.png"
+    assert load_image(taken).shape[2] == 3
+    with Watch(rec, cross, parallel=False, snapshots=snaps) as second:
+        list(second)
+    made = sorted(p for p in snaps.iterdir() if p.read_bytes() != b"earlier")
+    assert len(made) == 2 and taken in made and len(list(snaps.iterdir())) == 7
+    assert all(re.fullmatch(r"cross-\d{8}-\d{6}-track\d{5}(-\d+)?\.png", p.name) for p in made)

@@ -18,9 +18,14 @@ FORMATS = {
     ".avi": "avi",
     ".mov": "mov",
     ".webm": "webm",
+    ".h264": "h264",  # raw H.264: no container, no timestamps, no duration, no index
+    ".mjpeg": "mjpeg",  # raw MJPEG, as many IP cameras record it
+    ".mjpg": "mjpeg",
 }
 # The codec each container is usually found with (H.264 otherwise).
-CODECS = {".webm": "libvpx", ".avi": "mpeg4"}
+CODECS = {".webm": "libvpx", ".avi": "mpeg4", ".mjpeg": "mjpeg", ".mjpg": "mjpeg"}
+# Codecs that take their pixels in another layout than 4:2:0 of limited range.
+PIXEL_FORMATS = {"mjpeg": "yuvj420p"}
 
 Placement = tuple[np.ndarray, int, int]
 
@@ -50,8 +55,10 @@ def write_video(
     width, height = size
     suffix = Path(path).suffix
     container = av.open(str(path), "w", format=FORMATS[suffix])
-    stream = container.add_stream(CODECS.get(suffix, "libx264"), rate=rate)
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    codec = CODECS.get(suffix, "libx264")
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = PIXEL_FORMATS.get(codec, "yuv420p")
     for index in range(frames):
         image = np.full((height, width, 3), 70, dtype=np.uint8)
         image[:, :, 2] = np.linspace(40, 160, width, dtype=np.uint8)[None, :]

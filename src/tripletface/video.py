@@ -19,10 +19,12 @@ seconds; ``tracking.Tracker`` decides the rest, names included.
 import math
 import multiprocessing as mp
 import os
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,10 +32,11 @@ import av
 import av.error
 import dlib
 import numpy as np
+from PIL import Image
 
-from tripletface.cache import create_temporary_beside, move_into_place
-from tripletface.data.images import draw_labelled_boxes, save_image_atomic
-from tripletface.errors import InputError
+from tripletface.cache import create_temporary_beside, move_into_place, write_atomic
+from tripletface.data.images import draw_labelled_boxes
+from tripletface.errors import GalleryError, GalleryUnavailable, InputError, TripletfaceError
 from tripletface.faces.extract import ChipMaker
 from tripletface.outputs import os_reason, output_folder
 from tripletface.tracking import Box, Tracker, TrackEvent, box_iou
@@ -41,6 +44,9 @@ from tripletface.workers import worker_pool
 
 # Network streams give up after this many seconds without data (opening, then each read).
 STREAM_TIMEOUT = 10.0
+# Seconds of a live source between two tries of a gallery database that cannot be reached:
+# each try may wait for the connection's timeout, while the frames wait.
+GALLERY_RETRY = 5.0
 # A file whose frames stop this much before its stated duration is truncated.
 _END_SLACK = 0.5
 # A detection still running this many times detect_every frames after its frame is waited
@@ -79,8 +85,27 @@ class VideoSource:
         if self.kind != "stream" and not Path(self.name).exists():
             what = "camera (see ls /dev/video*)" if self.kind == "camera" else "file"
             raise InputError(f"{self.name}: no such {what}")
+        self._open()
+        self.rate = _frame_rate(self._stream)
+        self.length = self._length()
+        # A local file is never live, whatever its format (raw H.264 or MJPEG state no length);
+        # a URL is, unless it states a length (a recording served over HTTP).
+        self.live = self.kind == "camera" or (self.kind == "stream" and self.length is None)
+        self.elapsed = 0.0
+        if not self.live and self.length is not None and self.start >= self.length:
+            self._container.close()
+            raise self._past_end(self.length)
+
+    def _open(self) -> None:
+        """Open the source and its first video stream; InputError naming it if it cannot be."""
+        options, timeout, kind = {}, None, None
+        if self.kind == "camera":
+            kind = "v4l2"
+        elif self.kind == "stream":
+            options = {"rtsp_transport": "tcp"} if self.name.startswith("rtsp") else {}
+            timeout = (STREAM_TIMEOUT, STREAM_TIMEOUT)
         try:
-            self._container = self._open()
+            self._container = av.open(self.name, format=kind, options=options, timeout=timeout)
         except (av.error.FFmpegError, OSError) as error:
             raise InputError(
                 f"{self.name}: cannot read it as a video ({os_reason(error)})"
@@ -89,18 +114,6 @@ class VideoSource:
             self._container.close()
             raise InputError(f"{self.name}: has no video stream")
         self._stream = self._container.streams.video[0]
-        self.rate = _frame_rate(self._stream)
-        self.length = self._length()
-        self.live = self.kind == "camera" or self.length is None
-        self.elapsed = 0.0
-
-    def _open(self):
-        if self.kind == "camera":
-            return av.open(self.name, format="v4l2")
-        if self.kind == "stream":
-            options = {"rtsp_transport": "tcp"} if self.name.startswith("rtsp") else {}
-            return av.open(self.name, options=options, timeout=(STREAM_TIMEOUT, STREAM_TIMEOUT))
-        return av.open(self.name)
 
     def _length(self) -> float | None:
         """Seconds the source says it lasts, None for a live one."""
@@ -127,16 +140,20 @@ class VideoSource:
             self._seek(self.start)
         end = math.inf if self.duration is None else self.start + self.duration
         origin = None
+        decoded = shown = 0
         try:
             for frame in self._container.decode(self._stream):
                 if origin is None:
                     origin = self._origin(frame)
-                time = frame.time - origin if frame.time is not None else self.elapsed
+                # Raw H.264 has no timestamps: its frames come at the rate it announces.
+                time = frame.time - origin if frame.time is not None else decoded / self.rate
+                decoded += 1
                 if time < self.start - _TICK:
                     continue
                 if time >= end - _TICK:
                     return
                 self.elapsed = time
+                shown += 1
                 yield time, frame.to_ndarray(format="rgb24")
         except (av.error.FFmpegError, OSError) as error:
             raise InputError(
@@ -145,11 +162,23 @@ class VideoSource:
             ) from None
         if self.live:
             raise InputError(f"{self.name}: the stream stopped at {self.elapsed:.2f} s")
-        if self.elapsed + 1 / self.rate < min(self.length, end) - _END_SLACK:
+        if decoded and not shown:  # every frame came before start: the length was not stated
+            raise self._past_end(time + 1 / self.rate)
+        if (
+            self.length is not None
+            and self.elapsed + 1 / self.rate < min(self.length, end) - _END_SLACK
+        ):
             raise InputError(
                 f"{self.name}: the video ends at {self.elapsed:.2f} s of {self.length:.2f} s "
                 "(truncated or damaged); what came before is kept"
             )
+
+    def _past_end(self, length: float) -> InputError:
+        """The error for a start at or after the end of a file ``length`` seconds long."""
+        return InputError(
+            f"{self.name}: --start {self.start:.10g} s is past the end of the video "
+            f"({length:.2f} s long); give an earlier --start"
+        )
 
     def _origin(self, frame) -> float:
         """The time of the source's first frame: 0 of the seconds reported."""
@@ -159,12 +188,14 @@ class VideoSource:
         return float(stream.start_time * stream.time_base) if stream.start_time else 0.0
 
     def _seek(self, seconds: float) -> None:
+        """Move to the last key frame before ``seconds``; where the file cannot seek (raw H.264
+        has no index), to its start: ``frames`` decodes and skips the frames before."""
         try:
             self._container.seek(int(seconds * av.time_base), backward=True)
-        except (av.error.FFmpegError, OSError) as error:
-            raise InputError(
-                f"{self.name}: cannot seek to {seconds} s ({os_reason(error)})"
-            ) from None
+        except (av.error.FFmpegError, OSError):
+            # The failed seek left the demuxer at the end of the file.
+            self._container.close()
+            self._open()
 
     def close(self) -> None:
         """Release the file, stream or camera."""
@@ -254,6 +285,13 @@ class Watch:
     (``patience``, ``embed_every``, ...) go to ``tracker``. A decoding error, or a source that
     stops, ends the tracks first (their events come with the last FrameResult) and is raised
     after it. ``stop()`` (from a signal handler, say) ends the iteration cleanly after a frame.
+
+    The gallery is followed as it changes: people enrolled or removed meanwhile are named or
+    not from the next detection on, and nobody enrolled leaves every face unknown. A gallery
+    database that cannot be reached is GalleryUnavailable at construction; later, a file's
+    watch ends as if the video broke off, while a live source's goes on (a warning, then one
+    when it is back; no names meanwhile beyond the votes tracks already had; tried again every
+    ``GALLERY_RETRY`` seconds). ``started``: when the watch began, in the snapshots' names.
     """
 
     def __init__(
@@ -275,8 +313,17 @@ class Watch:
         self.detect_every = int(detect_every)
         self.track_every = max(1, int(track_every))
         self.snapshots = output_folder(snapshots, "snapshots") if snapshots is not None else None
-        # Enrolled faces are read once; an empty gallery leaves every face unknown.
-        self._known = bool(recognizer.people())
+        # In the snapshots' names: track ids start at 1 on every run.
+        self.started = datetime.now()
+        # The gallery is followed as it changes: asked whether anyone is enrolled again only
+        # once its generation moves. A gallery that cannot be reached now is raised now.
+        self._generation: int | None = None
+        self._enrolled = False
+        self._anyone()
+        # The database's outage under way (a live source watches on through it), and the
+        # frame time from which it is tried again.
+        self.outage: GalleryUnavailable | None = None
+        self._retry = 0.0
         # HOG alone: "auto" falls back to the CNN on every frame without a face, seconds each.
         maker = recognizer.chips
         self._maker = replace(maker, detector="hog") if maker.detector == "auto" else maker
@@ -302,7 +349,7 @@ class Watch:
         # The frames a pending detection may lag behind by, for new faces' trackers.
         recent: deque[tuple[int, np.ndarray]] = deque(maxlen=_MAX_LAG * self.detect_every + 1)
         last_submit = -self.detect_every
-        failure: InputError | None = None
+        failure: TripletfaceError | None = None
         try:
             for index, (time, frame) in enumerate(self.source.frames()):
                 recent.append((index, frame))
@@ -324,7 +371,7 @@ class Watch:
             if done is not None and held is not None:
                 ended = self._detected(done, recent, trackers, crops)
                 held = replace(held, ended=held.ended + ended)
-        except InputError as error:
+        except TripletfaceError as error:
             failure = error
         finally:
             detections.close()
@@ -352,11 +399,7 @@ class Watch:
             # spin-waiting for a busy core made a few chips 10x slower (2 cores, loaded).
             with rec.runtime.threads(1):
                 embedded = rec.embed(chips[rows])
-            if self._known:
-                matches = rec.match([boxes[j] for j in rows], embedded)
-                answers = [(m.name, m.distance) for m in matches]
-            else:
-                answers = [None] * len(rows)
+            answers = self._answers(time, [boxes[j] for j in rows], embedded)
             for j, row, answer in zip(rows, embedded, answers, strict=True):
                 embeddings[j], votes[j] = row, answer
         update = self.tracker.update(time, boxes, embeddings, votes, at)
@@ -385,6 +428,54 @@ class Watch:
         self._save_snapshots(update.ended, crops)
         return update.ended
 
+    def _answers(
+        self, time: float, boxes: list[Box], embedded: np.ndarray
+    ) -> list[tuple[str | None, float] | None]:
+        """Each face's vote (name or None, distance) by the gallery as it is now; no vote
+        (None) while nobody is enrolled or, for a live source, while the database is down."""
+        if self.outage is not None and time < self._retry:
+            return [None] * len(boxes)
+        try:
+            matches = self._matches(boxes, embedded)
+        except GalleryUnavailable as error:
+            if not self.source.live:
+                raise  # a file can be watched again later, all of it named
+            if self.outage is None:
+                warnings.warn(
+                    f"{error}; faces go unnamed until it is back, watching on", stacklevel=2
+                )
+            self.outage, self._retry = error, time + GALLERY_RETRY
+            return [None] * len(boxes)
+        if self.outage is not None:
+            self.outage = None
+            where = self.recognizer.gallery.location
+            warnings.warn(f"{where}: the database is back: faces are named again", stacklevel=2)
+        if matches is None:
+            return [None] * len(boxes)
+        return [(m.name, m.distance) for m in matches]
+
+    def _matches(self, boxes: list[Box], embedded: np.ndarray) -> list | None:
+        """The recognizer's Matches of the faces, or None while nobody is enrolled."""
+        if not self._anyone():
+            return None
+        seen = self._generation
+        try:
+            return self.recognizer.match(boxes, embedded)
+        except GalleryError as error:
+            # Another process may have removed the last person between the check and the
+            # search (an empty gallery): a failure only if the gallery did not change since.
+            if isinstance(error, GalleryUnavailable) or self.recognizer.gallery.generation == seen:
+                raise
+            return None
+
+    def _anyone(self) -> bool:
+        """Whether anyone is enrolled in the gallery now (read again when it changed)."""
+        gallery = self.recognizer.gallery
+        generation = gallery.generation
+        if generation != self._generation:
+            self._generation, self._enrolled = generation, not gallery.is_empty()
+        return self._enrolled
+
     def _faces(self) -> list[FaceView]:
         """The tracks detected lately, as drawn on the frame."""
         views = []
@@ -396,12 +487,21 @@ class Watch:
         return views
 
     def _save_snapshots(self, ended: list[TrackEvent], crops: dict) -> None:
-        """The best crop of each ended unknown track, as SNAPSHOTS/SOURCE-trackN.png."""
+        """The best crop of each ended unknown track as SNAPSHOTS/SOURCE-STARTED-trackN.png
+        (STARTED: the run's local time, YYYYmmdd-HHMMSS), or -2.png, -3.png... beside a file of
+        that name: never over one."""
         for event in ended:
             best = crops.pop(event.track, None)
             if self.snapshots is not None and best is not None and event.name is None:
                 stem = Path(self.source.name).stem or "video"
-                save_image_atomic(self.snapshots / f"{stem}-track{event.track:05d}.png", best[1])
+                name = f"{stem}-{self.started:%Y%m%d-%H%M%S}-track{event.track:05d}.png"
+                pixels = Image.fromarray(best[1])
+                write_atomic(
+                    self.snapshots / name,
+                    lambda stream, image=pixels: image.save(stream, format="PNG"),
+                    sync=False,
+                    replace=False,
+                )
 
     def close(self) -> None:
         """Release the source."""
