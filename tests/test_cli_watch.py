@@ -1,7 +1,9 @@
 """``tripletface watch``: outputs, exit codes, and what is left when the video breaks off."""
 
+import errno
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,7 +16,7 @@ import pytest
 from test_video import crossing, rec, stream_that_stops, walking  # noqa: F401 (rec: the gallery fixture)
 from videos import decoded_frames, live_stream, truncate, write_video
 
-from tripletface.cli import main
+from tripletface.cli import build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def test_watch_writes_events_annotated_video_and_snapshots(rec, cross, tmp_path,
         assert 0 <= track["first"] < track["last"] <= 2.0 and track["frames"] > 20
     assert [(s["name"], s["tracks"]) for s in summary] == [("eileen", 1), (None, 1)]
     assert decoded_frames(video) == (50, 25.0)
-    (snapshot,) = snaps.glob("cross-track*.png")
+    (snapshot,) = snaps.glob("cross-*-track*.png")
     assert "eileen (track" in out.out and "seen: eileen from 00:00.0" in out.out
     # the stranger's snapshot is enrolled as it is; then the stranger is named in the video
     later = tmp_path / "later.db"
@@ -216,3 +218,111 @@ def test_each_container_is_read_and_annotated_at_its_own_rate(rec, tmp_path, suf
     assert decoded_frames(video) == (25, float(rate))
     with av.open(str(video)) as container:
         assert container.streams.video[0].codec_context.name == "h264"
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-5", "1:-30", "-1:30", "1:nan", "1:2:3:4"])
+def test_a_time_that_is_not_finite_or_is_negative_is_a_usage_error(text, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["watch", "door.mp4", f"--start={text}"])
+    assert stopped.value.code == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert error.endswith(f"argument --start: {text!r} is not a time >= 0 (seconds or MM:SS)")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("12.5", 12.5), ("1:30", 90.0), ("01:02:03.5", 3723.5), ("0", 0.0)]
+)
+def test_times_are_seconds_or_minutes_and_seconds(text, seconds):
+    args = build_parser().parse_args(["watch", "door.mp4", "--start", text, "--duration", text])
+    assert args.start == args.duration == seconds
+
+
+def test_an_output_that_is_the_video_itself_is_refused_before_decoding(rec, tmp_path, capsys):  # noqa: F811
+    walk = write_video(tmp_path / "walk.mp4", 5, walking)
+    before = walk.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(walk)
+    os.link(walk, tmp_path / "hard.mp4")
+    tries = [
+        ("--events", walk, walk),
+        ("--annotate", walk, walk),
+        ("--annotate", tmp_path / "link.mp4", walk),  # a link to it
+        ("--events", tmp_path / "sub" / ".." / "walk.mp4", walk),
+        ("--events", tmp_path / "hard.mp4", walk),  # the same file under another name
+        ("--annotate", walk, tmp_path / "link.mp4"),  # the source given through a link
+    ]
+    (tmp_path / "sub").mkdir()
+    for option, output, source in tries:
+        assert watch(rec, source, option, str(output)) == 2
+        assert capsys.readouterr().err == (
+            f"tripletface: error: {option} {output}: that is the video watched, {source}; "
+            "give another path\n"
+        )
+        assert walk.read_bytes() == before
+    events = tmp_path / "out.mp4"
+    assert watch(rec, walk, "--events", str(events), "--annotate", str(events)) == 2
+    assert capsys.readouterr().err == (
+        f"tripletface: error: --annotate {events}: --events writes there too; "
+        "give each output its own path\n"
+    )
+    assert not events.exists()
+
+
+def test_a_start_past_the_end_says_so_with_the_duration(rec, tmp_path, capsys):  # noqa: F811
+    walk = write_video(tmp_path / "walk.mp4", 50, walking)
+    events = tmp_path / "e.jsonl"
+    for start in ("5", "2", "1:00"):
+        assert watch(rec, walk, "--start", start, "--events", str(events)) == 2
+        seconds = float(start) if ":" not in start else 60.0
+        assert capsys.readouterr().err == (
+            f"tripletface: error: {walk}: --start {seconds:g} s is past the end of the video "
+            "(2.00 s long); give an earlier --start\n"
+        )
+        assert not events.exists()  # refused before anything is written
+
+
+def test_an_events_file_on_a_full_disk_is_one_line(rec, tmp_path, capsys):  # noqa: F811
+    walk = write_video(tmp_path / "walk.mp4", 25, walking)
+    assert watch(rec, walk, "--events", "/dev/full", "--workers", "0") == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "tripletface: error: --events /dev/full: cannot write there (No space left on device): "
+        "make room or give another path; the events before this one are in it\n"
+    )
+
+
+def test_a_disk_that_fills_up_leaves_the_events_written_whole(
+    rec,  # noqa: F811
+    cross,
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
+    events, video = tmp_path / "e.jsonl", tmp_path / "out.mp4"
+    real = os.write
+    log: list[int] = []  # the events file's descriptor, known from its first line
+    tracks: list[bytes] = []
+
+    def filling(fd: int, data) -> int:
+        """The disk fills up half way through the second track's line."""
+        if not log and bytes(data[:9]) == b'{"track":':
+            log.append(fd)
+        if fd not in log:
+            return real(fd, data)
+        tracks.append(bytes(data))
+        if len(tracks) == 1:
+            return real(fd, data)
+        if len(tracks) == 2:
+            return real(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", filling)
+    code = watch(rec, cross, "--events", str(events), "--annotate", str(video), "--workers", "0")
+    monkeypatch.undo()
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and err == [
+        f"tripletface: error: --events {events}: cannot write there (No space left on device): "
+        "make room or give another path; the events before this one are in it"
+    ]
+    assert events.read_bytes() == tracks[0]  # the first line whole, no half of the second
+    assert json.loads(tracks[0])["track"] >= 1
+    assert decoded_frames(video) == (50, 25.0)  # the annotated video is finalised all the same

@@ -1,6 +1,8 @@
-"""Argument types shared by the subcommands: a bad value is a usage error (exit 2) naming it."""
+"""What the subcommands share: argument types (a bad value is a usage error, exit 2, naming
+it) and warnings printed as one line each."""
 
 import argparse
+import sys
 from collections.abc import Callable
 
 
@@ -30,3 +32,8 @@ def share(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {value}")
     return value
+
+
+def print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, like the CLI's errors (a ``warnings.showwarning``)."""
+    print(f"tripletface: warning: {message}", file=sys.stderr)

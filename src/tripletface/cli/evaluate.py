@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tripletface.cli.arguments import at_least, share
+from tripletface.cli.arguments import at_least, print_warning, share
 
 if TYPE_CHECKING:  # imported lazily at run time: the CLI starts without torch
     from torch.utils.data import Dataset
@@ -81,11 +81,6 @@ def register(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line each, like the CLI's errors."""
-    print(f"tripletface: warning: {message}", file=sys.stderr)
-
-
 def _rate(value: float | None) -> str:
     """A rate to four decimals, or n/a when there was nothing to count."""
     return "n/a" if value is None else f"{value:.4f}"
@@ -128,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = _print_warning
+        warnings.showwarning = print_warning
         pairs = None if args.pairs is None else read_pairs(args.pairs, args.data)
         torch.manual_seed(args.seed)  # an untrained encoder's random weights repeat too
         encoder = load_encoder(args.encoder)

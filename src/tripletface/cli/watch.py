@@ -3,32 +3,41 @@
 Prints a line per track when it ends and a summary of who was seen; ``--events`` writes the same
 as JSON lines (flushed at once), ``--annotate`` the video with boxes and names, ``--snapshots``
 the best crop of every unknown face. Live sources run until SIGINT or SIGTERM, then finish
-cleanly (exit 0). Exit codes: 0 done, 2 bad input, also when the video breaks off (whatever was
-found until then is written), 130 when a file is interrupted.
+cleanly (exit 0), and watch on through a gallery database outage (a warning line when it goes
+and when it is back). Exit codes: 0 done, 2 bad input, also when the video breaks off or the
+events file cannot be written (whatever was found until then is written), 3 the gallery's
+database cannot be reached (at the start; for a file, also later), 130 when a file is
+interrupted.
 """
 
 import argparse
 import contextlib
 import json
+import math
+import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
 
-from tripletface.cli.arguments import at_least
+from tripletface.cli.arguments import at_least, print_warning
 from tripletface.cli.recognize import recognizer_options
+from tripletface.errors import InputError
+from tripletface.outputs import cannot_write
 
 
 def _seconds(text: str) -> float:
-    """An argparse type: seconds >= 0, as 12.5 or MM:SS or HH:MM:SS."""
+    """An argparse type: seconds >= 0, as 12.5 or MM:SS or HH:MM:SS, each part finite and >= 0."""
     try:
-        value = sum(float(part) * 60**i for i, part in enumerate(reversed(text.split(":"))))
+        parts = [float(part) for part in text.split(":")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a time (seconds or MM:SS)") from None
-    if value < 0 or text.count(":") > 2:
+    # Each part on its own: 1:-30 must not pass as 30 s, nor nan compare as no error.
+    if len(parts) > 3 or not all(math.isfinite(part) and part >= 0 for part in parts):
         raise argparse.ArgumentTypeError(f"{text!r} is not a time >= 0 (seconds or MM:SS)")
-    return value
+    return sum(part * 60**i for i, part in enumerate(reversed(parts)))
 
 
 def register(subparsers) -> None:
@@ -84,6 +93,7 @@ def watch(args) -> int:
     from tripletface.tracking import summarize
     from tripletface.video import Watch
 
+    _check_outputs(args)
     if args.snapshots is not None:
         # Made here as well as in Watch so that the error names the option, before the model loads.
         output_folder(args.snapshots, "--snapshots")
@@ -102,7 +112,11 @@ def watch(args) -> int:
     previous = {n: signal.signal(n, lambda *_: session.stop()) for n in _STOP_SIGNALS}
     ended: list = []
     try:
-        _run(session, args, ended)
+        with warnings.catch_warnings():
+            # A database outage that a live source watches on through: one line each time.
+            warnings.simplefilter("always")
+            warnings.showwarning = print_warning
+            _run(session, args, ended)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -116,10 +130,71 @@ def watch(args) -> int:
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def _check_outputs(args) -> None:
+    """InputError when --events or --annotate would write over the video watched (by any of
+    its paths or links), or both over one file."""
+    source = Path(args.source)
+    given = [("--events", args.events), ("--annotate", args.annotate)]
+    outputs = [(option, path) for option, path in given if path is not None]
+    for option, path in outputs:
+        if _same_file(path, source):
+            raise InputError(
+                f"{option} {path}: that is the video watched, {args.source}; give another path"
+            )
+    if len(outputs) == 2 and _same_file(args.events, args.annotate):
+        raise InputError(
+            f"--annotate {args.annotate}: --events writes there too; give each output its own path"
+        )
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file: the same inode if both exist, else the same place."""
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()
+
+
+class _EventLog:
+    """The --events file, opened (emptied) now: JSON lines, each written whole at once (a
+    reader following it sees it). A line that cannot be written, on a full disk say, is taken
+    back (the file keeps whole lines only), and raised as a one-line InputError naming it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.failed = False
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        except OSError as error:
+            raise cannot_write(
+                "--events", path, error, "give a path in an existing folder"
+            ) from None
+
+    def write(self, record: dict) -> None:
+        """Append one JSON line."""
+        line = memoryview((json.dumps(record) + "\n").encode())
+        start = os.lseek(self._fd, 0, os.SEEK_CUR)
+        try:
+            while line:
+                line = line[os.write(self._fd, line) :]  # the rest of a partial write
+        except OSError as error:
+            self.failed = True
+            with contextlib.suppress(OSError):  # a device such as /dev/full cannot be cut
+                os.ftruncate(self._fd, start)
+            fix = "make room or give another path; the events before this one are in it"
+            raise cannot_write("--events", self.path, error, fix) from None
+
+    def finish(self, record: dict) -> None:
+        """Append the last line, unless a line before could not be written, then close."""
+        try:
+            if not self.failed:
+                self.write(record)
+        finally:
+            os.close(self._fd)
+
+
 def _run(session, args, ended: list) -> None:
     """Go through the video, writing its annotated copy and events; ``ended`` collects them.
     The outputs are finalised however the video ends, the summary line included."""
-    from tripletface.outputs import cannot_write
     from tripletface.tracking import summarize
     from tripletface.video import AnnotatedVideo, draw_faces
 
@@ -132,14 +207,8 @@ def _run(session, args, ended: list) -> None:
         if args.events:
             # Opened once the source is (a source that cannot be read leaves no events file),
             # and before its first frame is.
-            try:
-                log = stack.enter_context(open(args.events, "w"))
-            except OSError as error:
-                fix = "give a path in an existing folder"
-                raise cannot_write("--events", args.events, error, fix) from None
-            stack.callback(
-                lambda: _write(log, {"summary": [s.to_json() for s in summarize(ended)]})
-            )
+            log = _EventLog(args.events)
+            stack.callback(lambda: log.finish({"summary": [s.to_json() for s in summarize(ended)]}))
         name = Path(args.source).name or args.source
         total = session.source.frame_count
         bar = tqdm(total=total, desc=name, unit="frame", file=sys.stderr, disable=None)
@@ -152,13 +221,7 @@ def _run(session, args, ended: list) -> None:
                 ended.append(event)
                 tqdm.write(_line(event), file=sys.stdout)
                 if log is not None:
-                    _write(log, event.to_json())
-
-
-def _write(log, record: dict) -> None:
-    """One JSON line, flushed at once so that a reader following the file sees it."""
-    log.write(json.dumps(record) + "\n")
-    log.flush()
+                    log.write(event.to_json())
 
 
 def _print_summary(sightings) -> None:
