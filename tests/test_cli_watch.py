@@ -17,6 +17,8 @@ from test_video import crossing, rec, stream_that_stops, walking  # noqa: F401 (
 from videos import decoded_frames, live_stream, truncate, write_video
 
 from tripletface.cli import build_parser, main
+from tripletface.errors import GalleryUnavailable
+from tripletface.recognize import FaceRecognizer
 
 
 @pytest.fixture(scope="module")
@@ -326,3 +328,22 @@ def test_a_disk_that_fills_up_leaves_the_events_written_whole(
     assert events.read_bytes() == tracks[0]  # the first line whole, no half of the second
     assert json.loads(tracks[0])["track"] >= 1
     assert decoded_frames(video) == (50, 25.0)  # the annotated video is finalised all the same
+
+
+def test_a_database_outage_on_a_live_source_is_one_warning_line(rec, tmp_path, monkeypatch, capsys):  # noqa: F811
+    def down(*args) -> None:
+        raise GalleryUnavailable("postgresql://db/people: the database cannot be reached (gone)")
+
+    monkeypatch.setattr(FaceRecognizer, "match", down)
+    events = tmp_path / "e.jsonl"
+    with stream_that_stops("http", tmp_path) as url:
+        code = watch(rec, url, "--events", str(events), "--workers", "0")
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 2  # the warning, then the end of the test stream
+    assert err[0] == (
+        "tripletface: warning: postgresql://db/people: the database cannot be reached (gone); "
+        "faces go unnamed until it is back, watching on"
+    )
+    assert err[1].startswith(f"tripletface: error: {url}: the ")
+    tracks, _ = read_events(events)
+    assert [t["name"] for t in tracks] == [None]
