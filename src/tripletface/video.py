@@ -162,7 +162,8 @@ class VideoSource:
             ) from None
         if self.live:
             raise InputError(f"{self.name}: the stream stopped at {self.elapsed:.2f} s")
-        if decoded and not shown:  # every frame came before start: the length was not stated
+        # Every frame came before start: a file that states no length, or a start in its last frame.
+        if decoded and not shown:
             raise self._past_end(time + 1 / self.rate)
         if (
             self.length is not None
