@@ -7,16 +7,19 @@ over nose and mouth. The changed chips are cached beside the clean ones. Same pe
 bench/finetune_celeba.py. For each condition: the pretrained network on the unseen persons'
 photos in that condition (and clean), then after ``tripletface.finetune.finetune_chips`` on the
 known persons (what ``tripletface train --pretrained --condition NAME`` runs): every training
-photo both clean and in the condition, the triplet loss plus ``--distill`` times the squared
-distance from each chip's embedding to the pretrained network's embedding of the clean photo,
-early stopping on held-apart persons' pairs in the condition, refusing weights that lose more
-than ``--tolerance`` of TAR on their clean photos. Goal: recover at least half of what the
-condition costs, lose at most 0.5 points of verification on clean photos. The "clean vs cond"
-rows enroll each unseen person's clean photo and match photos in the condition against it
-(``evaluate(..., probes=...)``): good photos enrolled, the camera's recognised.
+photo both clean and in the condition (the camera drawn anew every epoch; ``--no-redraw``: the
+one cached draw per photo, as the held-apart and unseen persons' photos are), the triplet loss
+plus ``--distill`` times the squared distance from each chip's embedding to the pretrained
+network's embedding of the clean photo, early stopping on held-apart persons' pairs in the
+condition, refusing weights that lose more than ``--tolerance`` of TAR on their clean photos.
+Goal: recover at least half of what the condition costs, lose at most 0.5 points of
+verification on clean photos. The "clean vs cond" rows enroll each unseen person's clean
+photo and match photos in the condition against it (``evaluate(..., probes=...)``): good photos
+enrolled, the camera's recognised.
 
     python bench/adapt_camera.py [--seeds 0 1 2] [--epochs 6] [--freeze 1] [--lr 6e-6]
                                  [--distill 3] [--tolerance 0.02] [--train-persons 170]
+                                 [--no-redraw]
 """
 
 import hashlib

@@ -53,6 +53,12 @@ def arguments(
     parser.add_argument("--distill", type=float, default=distill, help="distillation weight")
     parser.add_argument("--pull", type=float, default=0.0, help="share pulled back per step")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument(
+        "--redraw",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with a condition: draw the training photos' camera anew every epoch",
+    )
     parser.add_argument("--p", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--every", type=int, default=40, help="steps between held-apart checks")
@@ -120,13 +126,16 @@ def tune(args, seed: int, known: ChipSet, condition=None, changed: ChipSet | Non
         patience=args.patience,
         pull=args.pull,
         tolerance=args.tolerance,
+        redraw=args.redraw,
     )
     run = result.run
     print(
         f"  seed {seed}: {run.step} steps of {config.p} x {config.k} (in epoch {run.epoch + 1} "
         f"of {config.epochs}) in "
         f"{run.seconds:.0f} s, {config.optimizer} lr {config.lr}, frozen {config.freeze}, "
-        f"distill {config.distill}, pull {args.pull}, augment {config.augment}; held-apart TAR "
+        f"distill {config.distill}, pull {args.pull}, augment {config.augment}"
+        + (f", redraw {args.redraw}" if condition else "")
+        + "; held-apart TAR "
         + ", ".join(f"{step}: {100 * score:.2f}%" for step, score in result.scores)
         + f"; kept step {result.best_step}",
         flush=True,

@@ -15,7 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from tripletface.data.chips import AlignedFaces, ChipSet, in_condition, photo_dataset
+from tripletface.data.chips import (
+    AlignedFaces,
+    CameraDraws,
+    ChipSet,
+    in_condition,
+    photo_dataset,
+)
 from tripletface.data.conditions import on_chips
 from tripletface.data.images import load_image
 from tripletface.errors import InputError
@@ -313,3 +319,32 @@ def test_chips_in_a_condition_keep_their_items_and_leave_the_originals(condition
         chips.paths,
     )
     assert torch.equal(chips.chips, pixels) and not torch.equal(changed.chips, pixels)
+
+
+def test_camera_draws_serve_clean_chips_then_the_condition_drawn_anew_each_epoch():
+    pixels = torch.randint(0, 256, (4, 3, 60, 60), dtype=torch.uint8)
+    chips = ChipSet(pixels.clone(), [0, 0, 1, 1], ["a", "b"], [f"{i}.png" for i in range(4)])
+    draws = CameraDraws(chips, "low-resolution", seed=3, padding=0.25)
+    assert len(draws) == 8 and draws.labels == [0, 0, 1, 1, 0, 0, 1, 1]
+    for index in range(4):
+        assert (
+            torch.equal(draws[index][0], pixels[index]) and draws[index][1] == chips.labels[index]
+        )
+    first = [draws[4 + i][0] for i in range(4)]
+    assert all(chip.shape == (3, 60, 60) and chip.dtype == torch.uint8 for chip in first)
+    assert all(not torch.equal(chip, pixels[i]) for i, chip in enumerate(first))
+    assert all(torch.equal(draws[4 + i][0], chip) for i, chip in enumerate(first))  # same epoch
+    draws.set_epoch(1)
+    second = [draws[4 + i][0] for i in range(4)]
+    assert all(not torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert torch.equal(chips.chips, pixels)
+
+
+def test_camera_draws_of_a_mask_are_the_masked_chips():
+    pixels = torch.randint(0, 256, (2, 3, 60, 60), dtype=torch.uint8)
+    chips = ChipSet(pixels, [0, 1], ["a", "b"], ["0.png", "1.png"])
+    draws = CameraDraws(chips, "mask", seed=0, padding=0.25)
+    masked = in_condition(chips, "mask", seed=0, padding=0.25).chips
+    assert all(torch.equal(draws[2 + i][0], masked[i]) for i in range(2))
+    with pytest.raises(InputError, match="unknown camera condition 'fog'"):
+        CameraDraws(chips, "fog", seed=0, padding=0.25)

@@ -17,6 +17,7 @@ from PIL import Image
 from test_chips import CountingDetector, write_photos
 
 from tripletface.cli import main
+from tripletface.data.chips import CameraDraws, ChipSet, in_condition
 from tripletface.errors import InputError
 from tripletface.finetune import (
     CAMERA_DISTILL,
@@ -276,9 +277,11 @@ def test_finetune_chips_trains_on_both_versions_toward_the_clean_embeddings(monk
     assert result.trained_on is train and result.run.step == 2
     # Every training photo twice: clean, then masked; both aim at the clean photo's embedding.
     kept = [i for i, label in enumerate(chips.labels) if chips.classes[label] in train.classes]
-    assert len(train) == 2 * len(kept)
-    assert torch.equal(train.chips[: len(kept)], chips.chips[kept])
-    assert not torch.equal(train.chips[len(kept) :], chips.chips[kept])
+    assert isinstance(train, CameraDraws) and len(train) == 2 * len(kept)
+    masked = in_condition(chips, "mask", 0, 0.25).chips
+    for position, item in enumerate(kept):
+        assert torch.equal(train[position][0], chips.chips[item])
+        assert torch.equal(train[len(kept) + position][0], masked[item])
     # close, not equal: a CPU's convolution kernels may sum in another order for another batch
     torch.testing.assert_close(targets, torch.cat([start[kept], start[kept]]), rtol=0, atol=1e-6)
     # Early stopping scores the masked held-apart chips, guarded by their clean versions.
@@ -287,6 +290,13 @@ def test_finetune_chips_trains_on_both_versions_toward_the_clean_embeddings(monk
     assert [step for step, _ in result.scores] == [0, 1, 2]
     with pytest.raises(InputError, match="changed chips need"):
         module.finetune_chips(replace(config, condition=None), chips, model, changed=chips)
+    # Without redraws the training persons' changed chips are those given, drawn once.
+    calls.clear()
+    module.finetune_chips(config, chips, model, changed=chips, every=1, redraw=False)
+    ((fixed, _, _, _),) = calls
+    assert isinstance(fixed, ChipSet) and torch.equal(
+        fixed.chips, torch.cat([chips.chips[kept]] * 2)
+    )
 
 
 @pytest.mark.filterwarnings("ignore:embeddings collapsed:RuntimeWarning")

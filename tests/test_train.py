@@ -369,13 +369,40 @@ class Recorded(Blobs):
         return super().__getitem__(index)
 
 
+class Drawn(Recorded):
+    """Recorded items that also remember the epoch they were drawn for (``set_epoch``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = -1
+        self.served: list[tuple[int, int]] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int):
+        self.served.append((self.epoch, index))
+        return super().__getitem__(index)
+
+
 def test_step_batch_names_the_items_fit_trains_each_step_on():
     data = Recorded()
     config = tiny(p=3, k=2, steps=9)
     fit(config, data, progress=False)
-    expected = [i for step in range(1, 10) for i in step_batch(config, data.labels, step)]
+    expected = [i for step in range(1, 10) for i in step_batch(config, data, step)]
     assert data.read == expected
-    assert len({tuple(step_batch(config, data.labels, s)) for s in range(1, 10)}) > 1
+    assert len({tuple(step_batch(config, data, s)) for s in range(1, 10)}) > 1
+
+
+def test_a_data_set_that_draws_each_epoch_is_told_the_epoch_by_fit_and_step_batch():
+    data, config = Drawn(), tiny(p=3, k=2, steps=9)
+    fit(config, data, progress=False)
+    trained, data.served = data.served, []
+    for step in range(1, 10):
+        batch = step_batch(config, data, step)
+        data.served += [(data.epoch, index) for index in batch]
+    assert data.served == trained
+    assert len({epoch for epoch, _ in trained}) > 1  # 18 items in batches of 6: several epochs
 
 
 def test_bfloat16_trains_float32_weights_on_float32_embeddings():
@@ -408,7 +435,7 @@ def test_initial_encoder_is_where_fit_starts_and_rows_show_first_and_last_batch(
         assert torch.equal(weights, trained[name]), name
     rows = triplet_rows(data, {"semihard": (initial_encoder(config), alone)}, count=3)
     assert list(rows) == ["semihard\nstep 1", "semihard\nstep 5"]
-    first = step_batch(config, data.labels, 1)
+    first = step_batch(config, data, 1)
     anchor, positive, negative, d_ap, d_an = rows["semihard\nstep 1"][0]
     assert anchor.shape == (24, 24, 3) and anchor.dtype == np.uint8 and d_ap >= 0 <= d_an
     assert not np.array_equal(positive, negative)

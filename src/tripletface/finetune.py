@@ -18,10 +18,11 @@ pretrained weights themselves when no step improved on them.
 ``finetune_chips`` is the whole recipe on one set of chips, as ``tripletface train --pretrained``
 runs it: ``config.held_apart`` persons are drawn aside for early stopping; with a camera
 condition (``config.condition``, see ``tripletface.data.conditions``) every training chip is
-trained on both clean and in the condition, the distillation targets are the starting network's
-embeddings of the clean chips (the changed chip learns to land where the clean one did, Ge et al.
-2018), and early stopping scores pairs of held-apart chips in the condition, the pairs the camera
-will give, refusing any weights that lose more than ``tolerance`` of TAR on their clean chips.
+trained on both clean and in the condition, the camera's settings drawn anew every epoch
+(``data.chips.CameraDraws``), the distillation targets are the starting network's embeddings of
+the clean chips (the changed chip learns to land where the clean one did, Ge et al. 2018), and
+early stopping scores pairs of held-apart chips in the condition, the pairs the camera will
+give, refusing any weights that lose more than ``tolerance`` of TAR on their clean chips.
 """
 
 from collections.abc import Callable
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 
 from tripletface import metrics
-from tripletface.data.chips import AlignedFaces, ChipSet, in_condition
+from tripletface.data.chips import AlignedFaces, CameraDraws, ChipSet, in_condition
 from tripletface.distances import pairwise_distances
 from tripletface.errors import InputError
 from tripletface.faces.detect import FaceDetector
@@ -262,11 +263,14 @@ def finetune_chips(
     pull: float = 0.0,
     tolerance: float | None = None,
     progress: bool = False,
+    redraw: bool = True,
 ) -> FinetuneResult:
     """``finetune`` on the chips of several persons the way the module docstring describes.
 
     ``changed`` holds the same items in ``config.condition`` (made here with ``config.seed``
-    when None). The distillation targets (``config.distill`` > 0) are the unit embeddings that
+    when None); held-apart persons are scored on it, and so are training persons trained on it
+    unless ``redraw``, where their camera is drawn anew every epoch (``data.chips.CameraDraws``).
+    The distillation targets (``config.distill`` > 0) are the unit embeddings that
     ``encoder``, as given, computes for the clean chips. ``tolerance`` is how much held-apart TAR
     on clean chips (a share, 0.01 = 1 point) a camera-adapted network may lose (CAMERA_TOLERANCE
     unless given).
@@ -285,7 +289,11 @@ def finetune_chips(
     train, train_changed = persons(trained)
     targets = unit_embeddings(encoder, train) if config.distill else None
     if train_changed is not None:
-        train = doubled(train, train_changed)
+        train = (
+            CameraDraws(train, config.condition, config.seed, encoder.chip_padding)
+            if redraw
+            else doubled(train, train_changed)
+        )
         targets = None if targets is None else torch.cat([targets, targets])
     score, held_set = held_apart_score, None
     if held:

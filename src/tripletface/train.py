@@ -346,10 +346,18 @@ def _epoch_batches(sampler: PKSampler, epoch: int) -> list[list[int]]:
     return [list(batch) for batch in sampler]
 
 
-def step_batch(config: TrainConfig, labels: Sequence[int], step: int) -> list[int]:
-    """Indices of the batch that ``fit`` trains 1-based ``step`` on (one process, no resume)."""
-    sampler = PKSampler(labels, config.p, config.k, config.seed)
+def _serve_epoch(dataset: Dataset, epoch: int) -> None:
+    """Tell a data set that draws its items anew each epoch (``set_epoch``) which one it serves."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+
+
+def step_batch(config: TrainConfig, dataset: Dataset, step: int) -> list[int]:
+    """Indices of the batch that ``fit`` trains 1-based ``step`` on (one process, no resume);
+    the data set is set to that step's epoch, as ``fit`` sets it, so its items are the same."""
+    sampler = PKSampler(dataset.labels, config.p, config.k, config.seed)
     epoch, index = divmod(step - 1, len(sampler))
+    _serve_epoch(dataset, epoch)
     return _epoch_batches(sampler, epoch)[index]
 
 
@@ -389,7 +397,7 @@ def triplet_rows(
     for name, (initial, run) in runs.items():
         size = tuple(run.encoder.input_size)
         for step, encoder in ((1, initial), (run.step, run.encoder)):
-            batch = step_batch(run.config, dataset.labels, step)
+            batch = step_batch(run.config, dataset, step)
             images, labels = _batch([dataset[i] for i in batch], size)
             pixels = images.permute(0, 2, 3, 1).numpy()
             triplets = chosen_triplets(encoder, images, labels, run.config, count)
@@ -538,7 +546,8 @@ def fit(
     callback: Callable[[dict], bool | None] | None = None,
     targets: torch.Tensor | None = None,
 ) -> RunResult:
-    """Train an encoder on ``dataset`` (items (uint8 3 x H x W, label), attribute ``labels``).
+    """Train an encoder on ``dataset`` (items (uint8 3 x H x W, label), attribute ``labels``;
+    a ``set_epoch(epoch)`` method, if it has one, is called before each epoch's batches).
 
     ``encoder`` is a built module (e.g. pretrained, for fine-tuning), a registry name, or None
     for ``config.encoder``. With ``resume`` the run continues exactly from ``config.out``/last.pt.
@@ -615,6 +624,7 @@ def _fit(
     try:
         while step < total and not stop:
             batches = _epoch_batches(sampler, epoch)
+            _serve_epoch(dataset, epoch)
             tick = time.perf_counter()
             for index, (images, batch_labels) in zip(
                 batches[skip:], load(batches[skip:]), strict=True

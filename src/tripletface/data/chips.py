@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from tripletface.cache import write_atomic
-from tripletface.data.conditions import on_chips
+from tripletface.data.conditions import check_condition, on_chips
 from tripletface.data.folders import FolderDataset
 from tripletface.data.images import load_image, person_images
 from tripletface.errors import InputError
@@ -438,3 +438,37 @@ def in_condition(chips: ChipSet, condition: str, seed: int, padding: float) -> C
     pixels = np.ascontiguousarray(chips.chips.permute(0, 2, 3, 1).numpy())
     changed = torch.from_numpy(on_chips(condition, pixels, seed, padding)).permute(0, 3, 1, 2)
     return ChipSet(changed.contiguous(), chips.labels, chips.classes, chips.paths)
+
+
+class CameraDraws(Dataset):
+    """A chip set's items twice over, for adapting to a camera: items 0..N-1 the clean chips,
+    items N..2N-1 the same chips in camera ``condition`` (dlib ``padding``), the camera's
+    settings drawn anew for every epoch (``set_epoch``, as fit calls it) from (seed, epoch, item).
+
+    A fixed draw per photo lets the network learn those few thousand degradations; a fresh draw
+    each epoch shows it the camera's whole range (the same chip at 24 and at 32 pixels, JPEG at
+    30 and at 70). Items are (uint8 tensor 3 x S x S, int label); ``labels`` has 2N entries.
+    """
+
+    def __init__(self, chips: ChipSet, condition: str, seed: int, padding: float) -> None:
+        self.clean, self.condition = chips, check_condition(condition)
+        self.seed, self.padding, self.epoch = seed, padding, 0
+        self.labels = chips.labels + chips.labels
+        self.classes = chips.classes
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the camera's settings of ``epoch`` from now on."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 2 * len(self.clean)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        count = len(self.clean)
+        chip, label = self.clean[index % count]
+        if index < count:
+            return chip, label
+        seed = np.random.SeedSequence([self.seed, self.epoch, index - count]).generate_state(1)
+        pixels = chip.permute(1, 2, 0).numpy()[None]
+        changed = on_chips(self.condition, pixels, int(seed[0]), self.padding)[0]
+        return torch.from_numpy(changed).permute(2, 0, 1).contiguous(), label
