@@ -13,9 +13,16 @@ from pathlib import Path
 
 import av
 import pytest
-from test_video import crossing, rec, stream_that_stops, walking  # noqa: F401 (rec: the gallery fixture)
+from test_video import (  # noqa: F401 (rec: the gallery fixture)
+    crossing,
+    rec,
+    stream_that_stops,
+    temporary_on_a_full_disk,
+    walking,
+)
 from videos import decoded_frames, live_stream, truncate, write_video
 
+import tripletface.video
 from tripletface.cli import build_parser, main
 from tripletface.errors import GalleryUnavailable
 from tripletface.recognize import FaceRecognizer
@@ -328,6 +335,31 @@ def test_a_disk_that_fills_up_leaves_the_events_written_whole(
     assert events.read_bytes() == tracks[0]  # the first line whole, no half of the second
     assert json.loads(tracks[0])["track"] >= 1
     assert decoded_frames(video) == (50, 25.0)  # the annotated video is finalised all the same
+
+
+@pytest.mark.parametrize("suffix, seen", [(".mp4", 0), (".mkv", 2)])
+def test_an_annotated_video_on_a_full_disk_is_one_line_and_leaves_no_file(
+    rec,  # noqa: F811
+    cross,
+    tmp_path,
+    monkeypatch,
+    capsys,
+    suffix,
+    seen,
+):
+    """The disk is full from the start: MP4 finds it out at its first packet, before any track
+    ended; Matroska, buffering these few frames, only when the video is closed, after both."""
+    monkeypatch.setattr(tripletface.video, "create_temporary_beside", temporary_on_a_full_disk)
+    events, video = tmp_path / "e.jsonl", tmp_path / f"out{suffix}"
+    code = watch(rec, cross, "--events", str(events), "--annotate", str(video), "--workers", "0")
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and err == [
+        f"tripletface: error: --annotate {video}: cannot write there (No space left on device): "
+        "make room or give another path"
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["e.jsonl"]
+    tracks, summary = read_events(events)  # whole lines, then the summary of what was seen
+    assert len(tracks) == seen and sum(s["tracks"] for s in summary) == seen
 
 
 def test_a_database_outage_on_a_live_source_is_one_warning_line(rec, tmp_path, monkeypatch, capsys):  # noqa: F811

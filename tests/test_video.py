@@ -1,4 +1,5 @@
 import contextlib
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterator
@@ -10,6 +11,8 @@ import pytest
 from rtsp_server import rtsp_stream
 from videos import astronaut_head, decoded_frames, lfw_face, live_stream, truncate, write_video
 
+from tripletface import video as video_module
+from tripletface.cache import temporary_path
 from tripletface.data.images import load_image
 from tripletface.errors import GalleryUnavailable, InputError
 from tripletface.faces.detect import FaceDetector
@@ -180,6 +183,28 @@ def test_annotated_video_is_h264_at_the_given_rate_and_appears_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
     with pytest.raises(InputError, match=r"out\.gif.*\.mp4"):
         AnnotatedVideo(tmp_path / "out.gif", 25)
+
+
+def temporary_on_a_full_disk(path: Path) -> tuple[int, Path]:
+    """``create_temporary_beside`` on a full disk: the temporary is a link to /dev/full."""
+    tmp = temporary_path(path)
+    tmp.symlink_to("/dev/full")
+    return os.open(tmp, os.O_WRONLY), tmp
+
+
+@pytest.mark.parametrize("suffix, frames", [(".mp4", 30), (".mkv", 2)])
+def test_an_annotated_video_on_a_full_disk_is_refused_and_leaves_nothing(
+    tmp_path, monkeypatch, suffix, frames
+):
+    """MP4 finds the disk full at its first packet, in write(); two frames of Matroska only
+    when close() flushes them."""
+    monkeypatch.setattr(video_module, "create_temporary_beside", temporary_on_a_full_disk)
+    out = tmp_path / f"out{suffix}"
+    failure = rf"^annotated video {re.escape(str(out))}: cannot write there \(No space left"
+    with pytest.raises(InputError, match=failure), AnnotatedVideo(out, 25) as video:
+        for i in range(frames):
+            video.write(np.full((120, 160, 3), 8 * i, np.uint8))
+    assert list(tmp_path.iterdir()) == []  # no half-written video, no temporary
 
 
 def test_source_kinds():

@@ -23,6 +23,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fractions import Fraction
@@ -38,7 +39,7 @@ from tripletface.cache import create_temporary_beside, move_into_place, write_at
 from tripletface.data.images import draw_labelled_boxes
 from tripletface.errors import GalleryError, GalleryUnavailable, InputError, TripletfaceError
 from tripletface.faces.extract import ChipMaker
-from tripletface.outputs import os_reason, output_folder
+from tripletface.outputs import cannot_write, os_reason, output_folder
 from tripletface.tracking import Box, Tracker, TrackEvent, box_iou
 from tripletface.workers import worker_pool
 
@@ -588,10 +589,13 @@ def draw_faces(image: np.ndarray, faces: list[FaceView]) -> np.ndarray:
 
 class AnnotatedVideo:
     """H.264 video written frame by frame at a constant rate into a temporary file beside
-    ``path``, which becomes ``path`` when closed, also after an error: always playable."""
+    ``path``, which becomes ``path`` when closed, also after an error of the caller's: always
+    playable. An OSError of its own (a full disk) removes the temporary instead, and is raised as
+    a one-line InputError naming ``option`` (the argument that gave ``path``) and ``path``."""
 
-    def __init__(self, path: str | Path, rate: float) -> None:
+    def __init__(self, path: str | Path, rate: float, option: str = "annotated video") -> None:
         self.path = Path(path)
+        self.option = option
         self.format = _OUTPUT_FORMATS.get(self.path.suffix.lower())
         if self.format is None:
             raise InputError(
@@ -608,15 +612,17 @@ class AnnotatedVideo:
     def write(self, image: np.ndarray) -> None:
         """Append one RGB frame (cropped to even sides, as 4:2:0 H.264 needs)."""
         image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
-        if self._container is None:
-            self._open(image.shape[1], image.shape[0])
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts = self.frames
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        with self._abandoned_on_oserror():
+            if self._container is None:
+                self._open(image.shape[1], image.shape[0])
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = self.frames
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
         self.frames += 1
 
     def _open(self, width: int, height: int) -> None:
+        """Create the temporary and its container, for frames of ``width`` x ``height``."""
         fd, self._tmp = create_temporary_beside(self.path)
         os.close(fd)
         self._container = av.open(str(self._tmp), "w", format=self.format)
@@ -630,13 +636,33 @@ class AnnotatedVideo:
         """Flush the encoder, close the container and move it into place."""
         if self._container is None:
             return
-        try:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        finally:
-            self._container.close()
-            self._container = None
+        with self._abandoned_on_oserror():
+            try:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+            finally:
+                container, self._container = self._container, None
+                container.close()
             move_into_place(self._tmp, self.path)
+
+    @contextmanager
+    def _abandoned_on_oserror(self) -> Iterator[None]:
+        """Run the block; if it raises an OSError, close the container (muxing into it again
+        after a failed write crashes FFmpeg), remove the temporary and raise the InputError."""
+        try:
+            yield
+        except OSError as error:
+            container, self._container = self._container, None
+            # Already failing: a second failure of the same disk would only hide the first.
+            if container is not None:
+                with suppress(OSError):
+                    container.close()
+            if self._tmp is not None:
+                with suppress(OSError):
+                    self._tmp.unlink(missing_ok=True)
+            raise cannot_write(
+                self.option, self.path, error, "make room or give another path"
+            ) from None
 
     def __enter__(self) -> "AnnotatedVideo":
         return self

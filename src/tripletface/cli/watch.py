@@ -5,7 +5,8 @@ as JSON lines (flushed at once), ``--annotate`` the video with boxes and names, 
 the best crop of every unknown face. Live sources run until SIGINT or SIGTERM, then finish
 cleanly (exit 0), and watch on through a gallery database outage (a warning line when it goes
 and when it is back). Exit codes: 0 done, 2 bad input, also when the video breaks off or the
-events file cannot be written (whatever was found until then is written), 3 the gallery's
+events file or annotated video cannot be written (whatever was found until then is written; a
+video that cannot be written whole is not left at its path), 3 the gallery's
 database cannot be reached (at the start; for a file, also later), 130 when a file is
 interrupted.
 """
@@ -202,7 +203,7 @@ def _run(session, args, ended: list) -> None:
         stack.enter_context(session)
         out = None
         if args.annotate:
-            out = stack.enter_context(AnnotatedVideo(args.annotate, session.rate))
+            out = stack.enter_context(AnnotatedVideo(args.annotate, session.rate, "--annotate"))
         log = None
         if args.events:
             # Opened once the source is (a source that cannot be read leaves no events file),
