@@ -22,6 +22,7 @@ from tripletface.train import (
     TrainConfig,
     augment,
     check_config,
+    check_steps_left,
     embedding_spread,
     fit,
     initial_encoder,
@@ -280,6 +281,16 @@ def test_resuming_a_run_at_its_end_already_is_an_input_error_that_writes_nothing
     with pytest.raises(InputError, match=message):
         fit(tiny(out=str(tmp_path), **length), data, progress=False, resume=True)
     assert {path.name: path.read_bytes() for path in tmp_path.glob("*.*")} == before
+
+
+def test_steps_left_in_epochs_are_checked_once_the_epoch_length_is_known(tmp_path):
+    last, epochs = tmp_path / "last.pt", tiny(steps=None, epochs=2)
+    check_steps_left(last, 6, epochs)  # before the data loads: nothing to tell yet
+    check_steps_left(last, 5, epochs, steps_per_epoch=3)
+    with pytest.raises(InputError, match="at step 6 already and --epochs 2 ends at step 6"):
+        check_steps_left(last, 6, epochs, steps_per_epoch=3)
+    with pytest.raises(InputError, match="at step 6 already: give --steps above 6"):
+        check_steps_left(last, 6, tiny(steps=6), steps_per_epoch=100)
 
 
 def test_frozen_parameters_stay_and_scaled_groups_get_their_rate():

@@ -175,16 +175,28 @@ def _check_size(encoder: str, size: int) -> None:
         )
 
 
-def check_steps_left(checkpoint: Path, step: int, total: int, epochs: int | None = None) -> None:
-    """InputError unless a run resumed at ``step`` from ``checkpoint`` has steps left of its
-    ``total`` (the steps of ``epochs`` passes when the run is asked for in epochs)."""
-    if step < total:
+def total_steps(config: TrainConfig, steps_per_epoch: int | None = None) -> int | None:
+    """The steps the run ``config`` asks for: its ``steps``, or ``epochs`` passes of
+    ``steps_per_epoch`` (None while that is not known, before the data is loaded)."""
+    if config.steps is not None:
+        return config.steps
+    return None if steps_per_epoch is None else config.epochs * steps_per_epoch
+
+
+def check_steps_left(
+    checkpoint: Path, step: int, config: TrainConfig, steps_per_epoch: int | None = None
+) -> None:
+    """InputError unless a run resumed at ``step`` from ``checkpoint`` has steps left of
+    ``total_steps(config, steps_per_epoch)``; nothing to check while that is not known, so that
+    the CLI can call it before the data loads and ``fit`` again once it has."""
+    total = total_steps(config, steps_per_epoch)
+    if total is None or step < total:
         return
-    if epochs is None:
+    if config.steps is not None:
         raise InputError(f"{checkpoint} is at step {step} already: give --steps above {step}")
     raise InputError(
-        f"{checkpoint} is at step {step} already and --epochs {epochs} ends at step {total}: "
-        "give more --epochs"
+        f"{checkpoint} is at step {step} already and --epochs {config.epochs} ends at step "
+        f"{total}: give more --epochs"
     )
 
 
@@ -590,7 +602,7 @@ def _fit(
     sampler = PKSampler(
         dataset.labels, config.p, config.k, config.seed, num_replicas=world_size(), rank=rank()
     )
-    total = config.steps or config.epochs * len(sampler)
+    total = total_steps(config, len(sampler))
     load = _loader(dataset, tuple(model.input_size), config.workers)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -598,7 +610,7 @@ def _fit(
     )
     step, epoch, skip = _restore(checkpoint, model, optimizer, scheduler) if resume else (0, 0, 0)
     if resume:
-        check_steps_left(checkpoint, step, total, config.epochs)
+        check_steps_left(checkpoint, step, config, len(sampler))
     main = is_main_process()
     report = _Report(out if main else None, total, step, resume, progress and main)
     trained = DistributedDataParallel(model) if is_distributed() else model

@@ -186,9 +186,8 @@ def _config(args):
             )
         if args.steps is not None or args.epochs is not None:
             config.steps, config.epochs = args.steps, args.epochs
-        # Epochs become steps only once the data is loaded: fit checks those.
-        if config.steps is not None:
-            check_steps_left(checkpoint, state["step"], config.steps)
+        # Before the data loads: a run asked for in epochs is checked by fit once it has.
+        check_steps_left(checkpoint, state["step"], config)
         return config
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     given = {name: value for name, value in given.items() if value is not None}
