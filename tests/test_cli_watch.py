@@ -22,6 +22,7 @@ from test_video import (  # noqa: F401 (rec: the gallery fixture)
 )
 from videos import decoded_frames, live_stream, truncate, write_video
 
+import tripletface.recognize
 import tripletface.video
 from tripletface.cli import build_parser, main
 from tripletface.errors import GalleryUnavailable
@@ -138,10 +139,16 @@ def test_an_events_file_that_cannot_be_written_is_one_line(rec, tmp_path, capsys
     assert not video.exists()  # refused before the first frame: nothing half written
 
 
-def test_snapshots_where_a_file_is_is_one_line(rec, tmp_path, capsys):  # noqa: F811
+def loading_the_model_fails(*args) -> None:
+    """Stands for the encoder's loading where a test wants to fail before it, seconds sooner."""
+    raise AssertionError("the model was loaded")
+
+
+def test_snapshots_where_a_file_is_is_one_line(rec, tmp_path, monkeypatch, capsys):  # noqa: F811
     blank = write_video(tmp_path / "blank.mp4", 2, lambda index: [])
     taken, events = tmp_path / "afile", tmp_path / "e.jsonl"
     taken.touch()
+    monkeypatch.setattr(tripletface.recognize, "load_runtime", loading_the_model_fails)
     assert watch(rec, blank, "--snapshots", str(taken), "--events", str(events)) == 2
     assert capsys.readouterr().err == (
         f"tripletface: error: --snapshots {taken}: cannot write there (File exists): "

@@ -274,6 +274,13 @@ class _Detections:
             self._pool = None
 
 
+def snapshots_folder(path: str | Path, option: str = "snapshots") -> Path:
+    """The folder ``Watch`` saves snapshots into, made now with its parents; InputError naming
+    ``option`` and ``path`` if it cannot be. Watch's one check, which a caller that loads a
+    model first (the CLI) makes before it, to fail in a moment rather than seconds."""
+    return output_folder(path, option)
+
+
 class Watch:
     """Recognise the people of a video source with a FaceRecognizer; iterate for FrameResults.
 
@@ -314,7 +321,7 @@ class Watch:
         self.tracker = tracker or Tracker(reid_distance=recognizer.threshold)
         self.detect_every = int(detect_every)
         self.track_every = max(1, int(track_every))
-        self.snapshots = output_folder(snapshots, "snapshots") if snapshots is not None else None
+        self.snapshots = snapshots_folder(snapshots) if snapshots is not None else None
         # In the snapshots' names: track ids start at 1 on every run.
         self.started = datetime.now()
         # The gallery is followed as it changes: asked whether anyone is enrolled again only

@@ -89,15 +89,13 @@ def _clock(seconds: float) -> str:
 
 
 def watch(args) -> int:
-    from tripletface.outputs import output_folder
     from tripletface.recognize import FaceRecognizer
     from tripletface.tracking import summarize
-    from tripletface.video import Watch
+    from tripletface.video import Watch, snapshots_folder
 
     _check_outputs(args)
     if args.snapshots is not None:
-        # Made here as well as in Watch so that the error names the option, before the model loads.
-        output_folder(args.snapshots, "--snapshots")
+        snapshots_folder(args.snapshots, "--snapshots")  # before the model loads
     rec = FaceRecognizer(
         args.gallery, args.encoder, args.threshold, args.detector, True, args.runtime
     )
