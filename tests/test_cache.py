@@ -155,6 +155,28 @@ def test_companions_go_with_their_temporary_and_missing_folders_are_ignored(tmp_
     remove_stale_temporaries(tmp_path / "absent" / "gallery.db")
 
 
+def test_a_large_folder_is_listed_once_every_thousand_files_of_writes(tmp_path, monkeypatch):
+    """In a folder of 3,000 files a write lists it, the next three do not; a dead writer's
+    temporary still goes, at the first later write that lists."""
+    for i in range(3000):
+        (tmp_path / f"snapshot-{i}.png").touch()
+    target = tmp_path / "index.bin"
+    real, listed = os.scandir, []
+
+    def counted(path=".") -> Iterator[os.DirEntry]:
+        """os.scandir, noting each listing of the folder."""
+        listed.append(Path(path) == tmp_path)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", counted)
+    write_bytes_atomic(target, b"first")
+    stale = _temporary_of(target, _dead_pid())
+    for write in range(9):
+        write_bytes_atomic(target, b"again")
+        assert stale.exists() == (write < 3)
+    assert listed.count(True) == 3  # writes 1, 5 and 9 of 10
+
+
 # Writes 64 MiB to the target through write_atomic, and waits half-way for the kill.
 _KILLED_WRITER = """
 import sys, time

@@ -7,10 +7,10 @@ can be deleted and is made again when needed.
 Every atomic writer of the package names its temporary with ``temporary_path`` and moves it
 into place with ``move_into_place``, which then calls ``remove_stale_temporaries``: the
 temporaries a writer killed with ``kill -9`` left beside the same file go at its next
-successful write.
+successful write that sweeps: every write in a folder of under 2,000 files, at least one in
+n // 1000 + 1 of a process in a folder of n.
 """
 
-import glob
 import os
 import re
 import secrets
@@ -49,27 +49,48 @@ def _running(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: Path, companions: tuple[str, ...] = ()) -> None:
+def remove_stale_temporaries(path: Path, companions: tuple[str, ...] = ()) -> int:
     """Delete the temporaries of ``path`` (``temporary_path`` names) whose PID no longer runs,
-    and beside each the files named it plus a suffix of ``companions``; never raises."""
+    and beside each the files named it plus a suffix of ``companions``; returns how many files
+    the folder holds (0 when it cannot be listed); never raises."""
     prefix = f".{path.name}."
+    found: list[str] = []
+    entries = 0
     # Housekeeping only: a folder that cannot be listed or a file that cannot go is left as is.
-    with suppress(OSError):
-        for tmp in list(path.parent.glob(glob.escape(prefix) + "*.tmp")):
-            found = _TEMPORARY_MIDDLE.fullmatch(tmp.name[len(prefix) : -len(".tmp")])
-            if found is None or _running(int(found[1])):
-                continue
-            # The companions first: should this stop half-way, the temporary still leads to them.
-            for name in (*(tmp.name + suffix for suffix in companions), tmp.name):
-                with suppress(OSError):
-                    tmp.with_name(name).unlink()
+    with suppress(OSError), os.scandir(path.parent) as listing:
+        for entry in listing:
+            entries += 1
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                found.append(entry.name)
+    for name in found:
+        middle = _TEMPORARY_MIDDLE.fullmatch(name[len(prefix) : -len(".tmp")])
+        if middle is None or _running(int(middle[1])):
+            continue
+        # The companions first: should this stop half-way, the temporary still leads to them.
+        for doomed in (*(name + suffix for suffix in companions), name):
+            with suppress(OSError):
+                path.with_name(doomed).unlink()
+    return entries
+
+
+# The sweep lists the whole folder, which in a folder of 20,000 snapshots costs a hundred times
+# the write (bench/atomic_write.py): after listing n files, move_into_place lets the next
+# n // _SWEEP_SPACING writes of this process there go unswept, so that a write costs about a
+# listing of _SWEEP_SPACING files at most, and a smaller folder is still swept at every write.
+_SWEEP_SPACING = 1000
+_UNSWEPT_WRITES: dict[str, int] = {}
 
 
 def move_into_place(tmp: str | Path, path: Path) -> None:
-    """``os.replace(tmp, path)``, then ``remove_stale_temporaries(path)``: how every atomic
-    writer finishes."""
+    """``os.replace(tmp, path)``, then ``remove_stale_temporaries(path)`` unless a sweep of
+    this large folder came a few writes ago: how every atomic writer finishes."""
     os.replace(tmp, path)
-    remove_stale_temporaries(path)
+    folder = os.path.abspath(path.parent)
+    left = _UNSWEPT_WRITES.get(folder, 0)
+    if left > 0:
+        _UNSWEPT_WRITES[folder] = left - 1
+    else:
+        _UNSWEPT_WRITES[folder] = remove_stale_temporaries(path) // _SWEEP_SPACING
 
 
 def create_temporary_beside(path: Path) -> tuple[int, Path]:
@@ -97,7 +118,8 @@ def write_atomic(
     returns the path written.
 
     Readers see the old file or the new one, never half of one; a failed write leaves no trace,
-    a killed one (``kill -9``) its temporary until the next write of ``path`` removes it.
+    a killed one (``kill -9``) its temporary until a later write of ``path`` removes it
+    (``move_into_place``).
     ``sync`` also flushes the file to the disk first, so that a power cut cannot leave it empty
     (worth its milliseconds for a model, not for each of ten thousand regenerable pictures).
     ``replace=False`` never replaces a file: the content goes to the first of ``path``,
