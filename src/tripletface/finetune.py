@@ -283,25 +283,23 @@ def finetune_chips(
     held = held_apart_persons(chips, config.held_apart, config.seed) if config.held_apart else []
     trained = [name for name in chips.classes if name not in held]
 
-    def persons(names: list[str]) -> tuple[ChipSet, ChipSet | None]:
-        return chips.persons(names), None if changed is None else changed.persons(names)
-
-    train, train_changed = persons(trained)
+    train = chips.persons(trained)
     targets = unit_embeddings(encoder, train) if config.distill else None
-    if train_changed is not None:
+    if changed is not None:
+        # Redrawn, the training persons' changed chips are made anew: no copy of them is kept.
         train = (
             CameraDraws(train, config.condition, config.seed, encoder.chip_padding)
             if redraw
-            else doubled(train, train_changed)
+            else doubled(train, changed.persons(trained))
         )
         targets = None if targets is None else torch.cat([targets, targets])
     score, held_set = held_apart_score, None
     if held:
-        held_set, held_changed = persons(held)
-        if held_changed is not None:
+        held_set = chips.persons(held)
+        if changed is not None:
             floor = held_apart_score(encoder, held_set) - tolerance
             score = partial(guarded_score, clean=held_set, floor=floor)
-            held_set = held_changed
+            held_set = changed.persons(held)
     return finetune(
         config, train, encoder, held_set, every, patience, pull, score, progress, targets
     )
